@@ -1,0 +1,7 @@
+"""Blind zero-shot denoising with Noise2Fast, for napari and for scripts."""
+
+from napari_noise2fast.api import DenoiseJob, denoise, iter_denoise
+from napari_noise2fast.engine import Event, PlaneRun
+
+__version__ = "0.1.0"
+__all__ = ["DenoiseJob", "Event", "PlaneRun", "denoise", "iter_denoise", "__version__"]

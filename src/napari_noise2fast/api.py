@@ -1,0 +1,273 @@
+"""Public API: ``denoise`` and its streaming form ``iter_denoise`` on nD arrays.
+
+Every 2D YX plane (of a stack, time series or any leading axes) and every
+channel is denoised independently by the engine.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import torch
+
+from napari_noise2fast.devices import resolve_device
+from napari_noise2fast.engine import Event, PlaneRun
+from napari_noise2fast.methods import get_method
+
+MIN_PLANE_SIZE = 8
+CHANNEL_LETTERS = "CS"
+
+
+def _check_image(image) -> np.ndarray:
+    array = np.asarray(image)
+    if array.dtype.kind == "b":
+        raise ValueError("image has a boolean dtype; a noisy image must hold numbers")
+    if array.dtype.kind == "c":
+        raise ValueError("image has a complex dtype; denoise the real and imaginary parts separately")
+    if array.dtype.kind not in "uif":
+        raise ValueError(f"image must be an integer or floating-point array, got dtype {array.dtype}")
+    if array.ndim < 2:
+        raise ValueError(f"image must have at least 2 dimensions (Y, X), got shape {array.shape}")
+    if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
+        raise ValueError("image contains NaN or infinite values; replace them before denoising")
+    return array
+
+
+def _resolve_layout(shape: tuple[int, ...], axes: str | None, channel_axis: int | None) -> tuple[int, int, int | None]:
+    """Return the (y, x, channel) axis positions, channel None when there is none."""
+    ndim = len(shape)
+    if axes is not None:
+        if channel_axis is not None:
+            raise ValueError("give either axes or channel_axis, not both")
+        letters = axes.upper()
+        if len(letters) != ndim:
+            raise ValueError(f"axes {axes!r} has {len(letters)} letters but the image has {ndim} dimensions {shape}")
+        if len(set(letters)) != len(letters):
+            raise ValueError(f"axes {axes!r} repeats a letter")
+        if "Y" not in letters or "X" not in letters:
+            raise ValueError(f"axes {axes!r} must contain both 'Y' and 'X'")
+        channels = [i for i, letter in enumerate(letters) if letter in CHANNEL_LETTERS]
+        if len(channels) > 1:
+            raise ValueError(f"axes {axes!r} has more than one channel axis (C or S)")
+        return letters.index("Y"), letters.index("X"), channels[0] if channels else None
+    if channel_axis is None and ndim == 3 and shape[-1] in (3, 4):
+        channel_axis = -1  # RGB or RGBA, as napari guesses it
+    if channel_axis is not None:
+        if not -ndim <= channel_axis < ndim:
+            raise ValueError(f"channel_axis={channel_axis} is out of range for an image of {ndim} dimensions")
+        channel_axis %= ndim
+        if ndim < 3:
+            raise ValueError("an image with a channel axis needs at least 3 dimensions (Y, X and channels)")
+    spatial = [i for i in range(ndim) if i != channel_axis]
+    return spatial[-2], spatial[-1], channel_axis
+
+
+def _output_dtype(input_dtype: np.dtype, dtype) -> np.dtype:
+    if dtype is not None:
+        return np.dtype(dtype)
+    return input_dtype if input_dtype.kind in "ui" else np.dtype(np.float32)
+
+
+def _cast(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Float results into ``dtype``: integers are rounded and clipped to the dtype's range."""
+    if dtype.kind in "ui":
+        info = np.iinfo(dtype)
+        return np.clip(np.round(values), info.min, info.max).astype(dtype)
+    return values.astype(dtype)
+
+
+class DenoiseJob:
+    """A denoising job over every plane of an image, as an iterator of events.
+
+    Made by :func:`iter_denoise`. Iterating trains plane after plane; stop
+    at any time (``break`` or :meth:`close`) and :meth:`result` still returns
+    a full array: finished planes, the best so far of the current plane, and
+    the untouched input for planes not started.
+    """
+
+    def __init__(self, image: np.ndarray, layout: tuple[int, int, int | None], out_dtype: np.dtype,
+                 method: str, seeds: list[int | None], run_kwargs: dict):
+        self._image = image
+        y, x, c = layout
+        leading = [i for i in range(image.ndim) if i not in (y, x)]
+        self._order = (*leading, y, x)
+        moved = np.transpose(image, self._order)
+        self._moved_shape = moved.shape
+        self._planes = moved.reshape(-1, *moved.shape[-2:])
+        self._results = np.empty(self._planes.shape, dtype=np.float32)
+        self._done = np.zeros(len(self._planes), dtype=bool)
+        self._method = get_method(method)
+        self._is_integer = image.dtype.kind in "ui"
+        self._seeds = seeds
+        self._run_kwargs = run_kwargs
+        self.out_dtype = out_dtype
+        self.current: PlaneRun | None = None
+        self.events: Iterator[Event] = self._events()
+
+    @property
+    def n_planes(self) -> int:
+        return len(self._planes)
+
+    def _events(self) -> Iterator[Event]:
+        for index, plane in enumerate(self._planes):
+            self.current = PlaneRun(
+                plane, self._method, seed=self._seeds[index], is_integer=self._is_integer,
+                plane_index=index, n_planes=self.n_planes, **self._run_kwargs,
+            )
+            for event in self.current:
+                if event.done:
+                    self._results[index] = event.output
+                    self._done[index] = True
+                yield event
+        self.current = None
+
+    def __iter__(self) -> Iterator[Event]:
+        return self.events
+
+    def __next__(self) -> Event:
+        return next(self.events)
+
+    def close(self) -> None:
+        """Stop training; :meth:`result` keeps what was learned."""
+        if self.current is not None:
+            self.current.close()
+        self.events.close()
+
+    def result(self) -> np.ndarray:
+        """The denoised image so far, in the input's shape and the output dtype."""
+        results = self._results.copy()
+        for index in np.flatnonzero(~self._done):
+            running = self.current is not None and self.current.plane_index == index
+            results[index] = self.current.result() if running else self._planes[index]
+        moved = results.reshape(self._moved_shape)
+        restored = np.transpose(moved, np.argsort(self._order))
+        return _cast(restored, self.out_dtype)
+
+
+def iter_denoise(
+    image,
+    method: str = "noise2fast",
+    *,
+    axes: str | None = None,
+    channel_axis: int | None = None,
+    device: str | torch.device = "auto",
+    seed: int | None = None,
+    max_steps: int | None = None,
+    output_every: int | None = None,
+    dtype=None,
+    **params,
+) -> DenoiseJob:
+    """Streaming form of :func:`denoise`: a job that yields :class:`~napari_noise2fast.engine.Event`.
+
+    Takes the same arguments as :func:`denoise` (but ``progress``), plus
+    ``output_every``: attach the current best output to every
+    ``output_every``-th event (the final event of each plane always has it).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from napari_noise2fast import iter_denoise
+    >>> noisy = np.random.default_rng(0).normal(100, 10, (32, 32)).astype(np.float32)
+    >>> job = iter_denoise(noisy, seed=0, max_steps=3, device="cpu")
+    >>> [event.step for event in job]
+    [1, 2, 3]
+    >>> job.result().shape
+    (32, 32)
+    """
+    array = _check_image(image)
+    layout = _resolve_layout(array.shape, axes, channel_axis)
+    y, x, _ = layout
+    if array.shape[y] < MIN_PLANE_SIZE or array.shape[x] < MIN_PLANE_SIZE:
+        raise ValueError(
+            f"each YX plane must be at least {MIN_PLANE_SIZE}x{MIN_PLANE_SIZE} pixels, "
+            f"got {array.shape[y]}x{array.shape[x]} (check axes/channel_axis)"
+        )
+    get_method(method)
+    resolved = resolve_device(device)
+    if output_every is not None and output_every < 1:
+        raise ValueError(f"output_every must be a positive integer or None, got {output_every}")
+    if array.size and array.min() == array.max():
+        warnings.warn("image is constant; it is returned unchanged", UserWarning, stacklevel=2)
+    n_planes = int(np.prod([n for i, n in enumerate(array.shape) if i not in (y, x)], dtype=np.int64))
+    seeds = [int(s.generate_state(1)[0]) for s in np.random.SeedSequence(seed).spawn(n_planes)] \
+        if seed is not None else [None] * n_planes
+    run_kwargs = {"device": resolved, "max_steps": max_steps, "output_every": output_every, **params}
+    return DenoiseJob(array, layout, _output_dtype(array.dtype, dtype), method, seeds, run_kwargs)
+
+
+def denoise(
+    image,
+    method: str = "noise2fast",
+    *,
+    axes: str | None = None,
+    channel_axis: int | None = None,
+    device: str | torch.device = "auto",
+    seed: int | None = None,
+    progress: Callable[[Event], None] | None = None,
+    max_steps: int | None = None,
+    dtype=None,
+    **params,
+) -> np.ndarray:
+    """Denoise an image blindly, learning from the image alone.
+
+    Parameters
+    ----------
+    image : array_like
+        Integer or floating-point array of 2 or more dimensions. Every 2D YX
+        plane and every channel is denoised independently. The input is never
+        modified.
+    method : str
+        ``"noise2fast"``.
+    axes : str, optional
+        One letter per dimension, e.g. ``"ZYX"``, ``"TCYX"``, ``"YXS"``: ``Y``
+        and ``X`` are the plane, ``C`` or ``S`` a channel axis, anything else is
+        iterated over. By default the last two non-channel axes are YX.
+    channel_axis : int, optional
+        The channel axis (scikit-image style), if ``axes`` is not given. A 3D
+        array whose last axis has length 3 or 4 is taken as RGB(A).
+    device : str or torch.device
+        ``"auto"`` (CUDA, then Apple MPS, then CPU), ``"cpu"``, ``"cuda"``, ``"mps"``.
+    seed : int, optional
+        Makes a run on the CPU repeatable.
+    progress : callable, optional
+        Called with every :class:`~napari_noise2fast.engine.Event`.
+    max_steps : int, optional
+        Cap on optimiser steps per plane; by default the method's own stopping rule decides.
+    dtype : dtype, optional
+        Output dtype. By default integer input keeps its dtype (rounded and
+        clipped) and floating-point input gives float32.
+    **params
+        The method's settings; for Noise2Fast ``preset`` (``"reference"``),
+        ``patience`` (100), ``window`` (105), ``learning_rate`` (1e-3),
+        ``restart_learning_rate`` (5e-6), ``width`` (64).
+
+    Returns
+    -------
+    numpy.ndarray
+        The denoised image, same shape as ``image``.
+
+    Raises
+    ------
+    ValueError
+        For NaN or infinite values, fewer than 2 dimensions, planes smaller
+        than 8x8, complex or boolean dtypes, ``axes`` that do not match the
+        shape, or unknown methods, devices or settings. A constant image is
+        returned unchanged with a warning.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from napari_noise2fast import denoise
+    >>> noisy = np.random.default_rng(0).normal(100, 10, (2, 32, 32)).astype(np.uint16)
+    >>> out = denoise(noisy, axes="ZYX", max_steps=2, seed=0, device="cpu")
+    >>> out.shape, out.dtype
+    ((2, 32, 32), dtype('uint16'))
+    """
+    job = iter_denoise(image, method, axes=axes, channel_axis=channel_axis, device=device, seed=seed,
+                       max_steps=max_steps, dtype=dtype, **params)
+    for event in job:
+        if progress is not None:
+            progress(event)
+    return job.result()

@@ -1,0 +1,244 @@
+"""The streaming engine: trains one method on one 2D plane and yields progress events.
+
+Every front end (the API, the command line, the napari widget) consumes the same
+:class:`PlaneRun`. Nothing here imports Qt or napari.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+import torch
+
+from napari_noise2fast.devices import resolve_device
+
+
+@dataclass(frozen=True)
+class Event:
+    """One progress report of a training run.
+
+    Attributes
+    ----------
+    step : int
+        Optimiser steps taken so far on this plane.
+    val_psnr : float
+        Validation PSNR in dB of the current output against the noisy input
+        (both min-max normalised to [0, 1]).
+    best_val_psnr : float
+        The highest ``val_psnr`` seen so far on this plane.
+    elapsed : float
+        Wall-clock seconds since this plane started.
+    stage : str
+        Which stage produced the numbers (the method's name for now).
+    output : numpy.ndarray or None
+        The current best output in the input's intensity scale (float32), when
+        requested (``output_every``) and always on the final event.
+    done : bool
+        True on the last event of the plane.
+    stop_reason : str or None
+        Why the plane stopped (``"patience"``, ``"max_steps"``, ``"cancelled"``,
+        ``"constant"``) on the final event.
+    plane, n_planes : int
+        Index of the 2D plane and number of planes in the whole job.
+    """
+
+    step: int
+    val_psnr: float
+    best_val_psnr: float
+    elapsed: float
+    stage: str
+    output: np.ndarray | None = None
+    done: bool = False
+    stop_reason: str | None = None
+    plane: int = 0
+    n_planes: int = 1
+
+
+class Method(ABC):
+    """A zero-shot denoiser trained on one normalised plane.
+
+    ``noisy`` is a float32 tensor of shape (1, 1, H, W) with values in [0, 1],
+    already on the compute device. ``rng`` drives every random choice, so a
+    seeded run is repeatable. ``level`` is one intensity level of the input in
+    normalised units (used by rules stated in the original intensity scale).
+    """
+
+    name: ClassVar[str]
+
+    def __init__(self, noisy: torch.Tensor, *, rng: np.random.Generator, level: float):
+        self.noisy = noisy
+        self.rng = rng
+        self.level = level
+        self.stop_reason: str | None = None
+
+    @abstractmethod
+    def step(self) -> float:
+        """Take one optimiser step and validate; return the validation MSE."""
+
+    @abstractmethod
+    def preview(self) -> torch.Tensor:
+        """The best single output so far, shape (H, W), normalised scale."""
+
+    @abstractmethod
+    def result(self) -> torch.Tensor:
+        """The method's own output rule applied to what it has so far."""
+
+
+def mse_to_psnr(mse: float) -> float:
+    """PSNR in dB for signals normalised to a data range of 1."""
+    return math.inf if mse <= 0 else -10.0 * math.log10(mse)
+
+
+def seeded_module(factory, seed: int) -> torch.nn.Module:
+    """Build a module with its weights drawn from ``seed``, leaving the global RNG alone."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return factory()
+
+
+class PlaneRun:
+    """Train ``method`` on one 2D plane, as an iterator of :class:`Event`.
+
+    Iterate it to train; stop iterating (or call :meth:`close`) at any time and
+    :meth:`result` still gives the best result so far. The input is never
+    modified.
+
+    Parameters
+    ----------
+    plane : numpy.ndarray
+        A 2D array of real numbers, finite.
+    method : type[Method]
+        The method class to train.
+    device : str or torch.device
+        ``"auto"`` picks CUDA, then Apple MPS, then the CPU.
+    seed : int or None
+        Seed for weights and every random choice.
+    max_steps : int or None
+        Cap on optimiser steps; ``None`` leaves stopping to the method.
+    output_every : int or None
+        Attach the current best output to every ``output_every``-th event.
+    is_integer : bool
+        Whether the input had an integer dtype; then one intensity level is 1,
+        else 1/255 of the plane's range.
+    plane_index, n_planes : int
+        Carried into the events for multi-plane jobs.
+    **params
+        Keyword arguments of the method.
+    """
+
+    def __init__(
+        self,
+        plane: np.ndarray,
+        method: type[Method],
+        *,
+        device: str | torch.device = "auto",
+        seed: int | None = None,
+        max_steps: int | None = None,
+        output_every: int | None = None,
+        is_integer: bool = False,
+        plane_index: int = 0,
+        n_planes: int = 1,
+        **params,
+    ):
+        if plane.ndim != 2:
+            raise ValueError(f"PlaneRun needs a 2D plane, got shape {plane.shape}")
+        if max_steps is not None and max_steps < 1:
+            raise ValueError(f"max_steps must be a positive integer or None, got {max_steps}")
+        self.device = resolve_device(device)
+        self.method_cls = method
+        self.params = params
+        self.max_steps = max_steps
+        self.output_every = output_every
+        self.plane_index = plane_index
+        self.n_planes = n_planes
+        self.rng = np.random.default_rng(seed)
+        plane64 = np.asarray(plane, dtype=np.float64)
+        self.offset = float(plane64.min())
+        self.scale = float(plane64.max()) - self.offset
+        self.level = (1.0 / self.scale if is_integer else 1.0 / 255.0) if self.scale > 0 else 1.0
+        self._plane = plane
+        self._normalised = ((plane64 - self.offset) / self.scale).astype(np.float32) if self.scale > 0 else None
+        self.model: Method | None = None
+        self.step = 0
+        self.best_val_psnr = -math.inf
+        self.stop_reason: str | None = None
+        self._started: float | None = None
+
+    @property
+    def elapsed(self) -> float:
+        return 0.0 if self._started is None else time.perf_counter() - self._started
+
+    def _to_intensity(self, normalised: torch.Tensor) -> np.ndarray:
+        values = normalised.detach().to("cpu", torch.float64).numpy()
+        return (values * self.scale + self.offset).astype(np.float32)
+
+    def _event(self, val_psnr: float, with_output: bool, done: bool = False) -> Event:
+        output = None
+        if with_output:
+            output = self.result() if done else self.preview()
+        return Event(
+            step=self.step,
+            val_psnr=val_psnr,
+            best_val_psnr=self.best_val_psnr,
+            elapsed=self.elapsed,
+            stage=self.method_cls.name,
+            output=output,
+            done=done,
+            stop_reason=self.stop_reason if done else None,
+            plane=self.plane_index,
+            n_planes=self.n_planes,
+        )
+
+    def __iter__(self) -> Iterator[Event]:
+        if self._started is not None:
+            raise RuntimeError("a PlaneRun can be iterated only once")
+        self._started = time.perf_counter()
+        if self._normalised is None:
+            self.stop_reason = "constant"
+            yield self._event(math.nan, with_output=True, done=True)
+            return
+        noisy = torch.from_numpy(self._normalised).to(self.device)[None, None]
+        self.model = self.method_cls(noisy, rng=self.rng, level=self.level, **self.params)
+        try:
+            while True:
+                val_psnr = mse_to_psnr(self.model.step())
+                self.step += 1
+                self.best_val_psnr = max(self.best_val_psnr, val_psnr)
+                if self.model.stop_reason is not None:
+                    self.stop_reason = self.model.stop_reason
+                elif self.max_steps is not None and self.step >= self.max_steps:
+                    self.stop_reason = "max_steps"
+                if self.stop_reason is not None:
+                    yield self._event(val_psnr, with_output=True, done=True)
+                    return
+                wanted = self.output_every is not None and self.step % self.output_every == 0
+                yield self._event(val_psnr, with_output=wanted)
+        finally:
+            if self.stop_reason is None:
+                self.stop_reason = "cancelled"
+
+    def close(self) -> None:
+        """Mark the run as cancelled; :meth:`result` keeps what was learned."""
+        if self.stop_reason is None:
+            self.stop_reason = "cancelled"
+
+    def preview(self) -> np.ndarray:
+        """Best single output so far (float32, input intensity scale)."""
+        if self.model is None:
+            return np.asarray(self._plane, dtype=np.float32).copy()
+        return self._to_intensity(self.model.preview())
+
+    def result(self) -> np.ndarray:
+        """The method's result so far (float32, input intensity scale).
+
+        Before any step, and for a constant plane, this is a copy of the input.
+        """
+        if self.model is None:
+            return np.asarray(self._plane, dtype=np.float32).copy()
+        return self._to_intensity(self.model.result())

@@ -1,0 +1,161 @@
+"""Noise2Fast (Lequyer et al., Nat. Mach. Intell. 2022): pairs, network, one training step.
+
+The ``reference`` preset follows the published reference code: four chequerboard
+pairs, eight 3x3 convolutions 64 wide with ReLU, a 1x1 convolution and a sigmoid,
+binary cross-entropy, Adam at 1e-3, batch size 1, validation on the whole noisy
+plane after every step, patience 100, and the mean of the last 105 validation
+outputs as the result (restarting once at 5e-6 if that mean is nearly flat).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from napari_noise2fast.engine import Method, seeded_module
+
+PRESETS: dict[str, dict] = {
+    "reference": {
+        "patience": 100,
+        "window": 105,
+        "learning_rate": 1e-3,
+        "restart_learning_rate": 5e-6,
+        "width": 64,
+    },
+}
+FLAT_PIXELS = 25
+
+
+def chequerboard_pairs(image: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The four (input, target) training pairs of chequerboard downsampling.
+
+    An odd height or width is cropped by one pixel first. With ``x`` that
+    crop, the "up" images ``a, b`` have shape (H/2, W): for even columns
+    ``a[i, j] = x[2i+1, j]`` and ``b[i, j] = x[2i, j]``, for odd columns the
+    rows swap. The "left" images ``c, d`` (H, W/2) are the same with rows and
+    columns exchanged. The pairs are ``a->b, b->a, c->d, d->c``.
+
+    Parameters
+    ----------
+    image : torch.Tensor
+        Shape (..., H, W) with H, W >= 2.
+    """
+    height, width = image.shape[-2] // 2 * 2, image.shape[-1] // 2 * 2
+    x = image[..., :height, :width]
+    upper, lower = x[..., 0::2, :], x[..., 1::2, :]
+    a = torch.where(_odd(width, image, dim=-1), upper, lower)
+    b = torch.where(_odd(width, image, dim=-1), lower, upper)
+    left, right = x[..., :, 0::2], x[..., :, 1::2]
+    c = torch.where(_odd(height, image, dim=-2), left, right)
+    d = torch.where(_odd(height, image, dim=-2), right, left)
+    return [(a, b), (b, a), (c, d), (d, c)]
+
+
+def _odd(size: int, like: torch.Tensor, dim: int) -> torch.Tensor:
+    """Boolean mask, True at odd indices along the last (-1) or second-last (-2) axis."""
+    odd = torch.arange(size, device=like.device) % 2 == 1
+    return odd if dim == -1 else odd[:, None]
+
+
+def noise2fast_network(width: int = 64) -> nn.Sequential:
+    """Four blocks of two 3x3 convolutions with ReLU, then a 1x1 convolution (logits)."""
+    layers: list[nn.Module] = []
+    channels = 1
+    for _ in range(8):
+        layers += [nn.Conv2d(channels, width, 3, padding=1), nn.ReLU(inplace=True)]
+        channels = width
+    layers.append(nn.Conv2d(width, 1, 1))
+    return nn.Sequential(*layers)
+
+
+class Noise2Fast(Method):
+    """Noise2Fast on one plane.
+
+    Parameters
+    ----------
+    preset : str
+        ``"reference"`` (the published code's settings).
+    patience : int
+        Stop after ``patience + 1`` steps in a row without a better validation score.
+    window : int
+        The result is the mean of the last ``window`` validation outputs; a run
+        cancelled before that many steps returns its best single output.
+    learning_rate, restart_learning_rate : float
+        Adam's learning rate, and the one of the single restart taken when the
+        averaged output is nearly flat (``restart_learning_rate=None`` disables it).
+    width : int
+        Channels of every hidden convolution.
+    """
+
+    name = "noise2fast"
+
+    def __init__(self, noisy, *, rng, level, preset: str = "reference", **overrides):
+        super().__init__(noisy, rng=rng, level=level)
+        if preset not in PRESETS:
+            raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {preset!r}")
+        unknown = set(overrides) - set(PRESETS[preset])
+        if unknown:
+            raise ValueError(
+                f"unknown Noise2Fast parameter(s) {sorted(unknown)}; "
+                f"known: {sorted(PRESETS[preset])}"
+            )
+        settings = {**PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}}
+        if settings["patience"] < 0 or settings["window"] < 1 or settings["learning_rate"] <= 0:
+            raise ValueError(f"invalid Noise2Fast settings: {settings}")
+        self.settings = settings
+        self.pairs = chequerboard_pairs(noisy)
+        self.restarted = False
+        self._start(settings["learning_rate"])
+
+    def _start(self, learning_rate: float) -> None:
+        seed = int(self.rng.integers(2**63))
+        self.network = seeded_module(lambda: noise2fast_network(self.settings["width"]), seed)
+        self.network.to(self.noisy.device)
+        self.optimizer = torch.optim.Adam(self.network.parameters(), lr=learning_rate)
+        self.outputs: deque[torch.Tensor] = deque(maxlen=self.settings["window"])
+        self.best_mse = float("inf")
+        self.best_output = self.noisy[0, 0]
+        self.since_best = 0
+
+    def step(self) -> float:
+        source, target = self.pairs[self.rng.integers(len(self.pairs))]
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = F.binary_cross_entropy_with_logits(self.network(source), target)
+        loss.backward()
+        self.optimizer.step()
+        with torch.inference_mode():
+            output = torch.sigmoid(self.network(self.noisy))[0, 0]
+            mse = torch.mean((output - self.noisy[0, 0]) ** 2).item()
+        self.outputs.append(output)
+        if mse < self.best_mse:
+            self.best_mse, self.best_output, self.since_best = mse, output, 0
+        else:
+            self.since_best += 1
+        if self.since_best > self.settings["patience"]:
+            self._finish_or_restart()
+        return mse
+
+    def _finish_or_restart(self) -> None:
+        restart_lr = self.settings["restart_learning_rate"]
+        if restart_lr is not None and not self.restarted and self._is_flat(self.result()):
+            self.restarted = True
+            self._start(restart_lr)
+        else:
+            self.stop_reason = "patience"
+
+    def _is_flat(self, output: torch.Tensor) -> bool:
+        """At most 25 interior pixels differ from the mean by one intensity level after rounding."""
+        interior = output[1:-1, 1:-1]
+        away = torch.round((interior - interior.mean()) / self.level) != 0
+        return int(away.sum()) <= FLAT_PIXELS
+
+    def preview(self) -> torch.Tensor:
+        return self.best_output
+
+    def result(self) -> torch.Tensor:
+        if len(self.outputs) < self.outputs.maxlen:
+            return self.best_output
+        return torch.stack(tuple(self.outputs)).mean(dim=0)

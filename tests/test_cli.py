@@ -1,0 +1,80 @@
+"""The noise2fast command on real files: outputs, dtypes, summaries and errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tifffile
+
+from napari_noise2fast.cli import main
+
+
+@pytest.fixture()
+def images(tmp_path):
+    rng = np.random.default_rng(0)
+    a = rng.normal(1000, 100, (20, 24)).astype(np.uint16)
+    b = rng.normal(0, 1, (2, 16, 16)).astype(np.float32)
+    tifffile.imwrite(tmp_path / "a.tif", a)
+    tifffile.imwrite(tmp_path / "b.tif", b, metadata={"axes": "ZYX"})
+    return tmp_path, a, b
+
+
+def test_folder_is_denoised_beside_inputs(images, capsys):
+    folder, a, b = images
+    assert main([str(folder), "--max-steps", "2", "--seed", "0", "--device", "cpu", "-q"]) == 0
+    out_a, out_b = tifffile.imread(folder / "a_N2F.tif"), tifffile.imread(folder / "b_N2F.tif")
+    assert out_a.dtype == np.uint16 and out_a.shape == a.shape
+    assert out_b.dtype == np.float32 and out_b.shape == b.shape
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2
+    assert "2 steps, best validation PSNR" in lines[0] and "a_N2F.tif" in lines[0]
+    assert "4 steps over 2 planes" in lines[1]
+    # a second run skips the outputs it wrote
+    assert main([str(folder), "--max-steps", "1", "--device", "cpu", "-q"]) == 0
+    assert sorted(p.name for p in folder.iterdir()) == ["a.tif", "a_N2F.tif", "b.tif", "b_N2F.tif"]
+
+
+def test_output_file_and_folder(images, tmp_path):
+    folder, a, _ = images
+    target = tmp_path / "out" / "custom.tif"
+    assert main([str(folder / "a.tif"), "-o", str(target), "--max-steps", "1", "--device", "cpu", "-q"]) == 0
+    assert tifffile.imread(target).shape == a.shape
+    assert main([str(folder / "a.tif"), str(folder / "b.tif"), "-o", str(tmp_path / "many"),
+                 "--max-steps", "1", "--device", "cpu", "-q"]) == 0
+    assert sorted(p.name for p in (tmp_path / "many").iterdir()) == ["a_N2F.tif", "b_N2F.tif"]
+
+
+def test_axes_option_overrides_file(images, capsys):
+    folder, _, _ = images
+    assert main([str(folder / "b.tif"), "--axes", "YXC", "--max-steps", "1", "--device", "cpu", "-q"]) == 1
+    assert "at least 8x8 pixels, got 2x16" in capsys.readouterr().err
+    assert not (folder / "b_N2F.tif").exists()
+
+
+def test_missing_and_unreadable_files_fail_but_others_are_written(images, capsys):
+    folder, a, _ = images
+    (folder / "broken.tif").write_bytes(b"this is not a tiff")
+    previous = np.full((4, 4), 9, dtype=np.uint8)
+    tifffile.imwrite(folder / "broken_N2F.tif", previous)
+    code = main([str(folder / "missing.tif"), str(folder / "broken.tif"), str(folder / "a.tif"),
+                 "--max-steps", "1", "--device", "cpu", "-q"])
+    assert code == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2
+    assert any("no such file or folder" in line and "missing.tif" in line for line in err)
+    assert any("cannot read" in line and "broken.tif" in line for line in err)
+    assert tifffile.imread(folder / "a_N2F.tif").shape == a.shape
+    np.testing.assert_array_equal(tifffile.imread(folder / "broken_N2F.tif"), previous)
+
+
+def test_no_arguments_is_a_usage_error():
+    with pytest.raises(SystemExit) as exit_info:
+        main([])
+    assert exit_info.value.code == 2
+
+
+def test_sample_reports_psnr(tmp_path, capsys):
+    target = tmp_path / "sample.tif"
+    assert main(["--sample", "-o", str(target), "--max-steps", "3", "--seed", "0", "--device", "cpu", "-q"]) == 0
+    line = capsys.readouterr().out
+    assert "PSNR against clean" in line and tifffile.imread(target).dtype == np.uint16

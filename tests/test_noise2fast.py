@@ -1,0 +1,128 @@
+"""Noise2Fast's training rules (stopping, averaging, restart) and its quality on a real crop."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from skimage.metrics import peak_signal_noise_ratio
+
+from napari_noise2fast import PlaneRun, iter_denoise
+from napari_noise2fast.methods.noise2fast import Noise2Fast
+
+
+def psnr(clean, image):
+    return peak_signal_noise_ratio(clean, image.astype(np.float64), data_range=255)
+
+
+def test_reference_beats_noisy_input_on_real_crop(set12_05_crop):
+    noisy, clean = set12_05_crop
+    job = iter_denoise(noisy, seed=0, device="cpu", max_steps=150)
+    events = list(job)
+    result = job.result()
+    assert events[-1].step == 150 and events[-1].stop_reason == "max_steps"
+    assert result.shape == noisy.shape and result.dtype == np.float32
+    assert psnr(clean, result) > psnr(clean, noisy) + 3.0
+
+
+def test_stops_after_patience_plus_one_steps_without_improvement():
+    noisy = np.random.default_rng(1).normal(100, 20, (24, 24)).astype(np.float32)
+    run = PlaneRun(noisy, Noise2Fast, seed=3, device="cpu", patience=4, window=3, restart_learning_rate=None)
+    events = list(run)
+    best, since, expected_stop = -np.inf, 0, None
+    for event in events:
+        if event.val_psnr > best:
+            best, since = event.val_psnr, 0
+        else:
+            since += 1
+        if since > 4:
+            expected_stop = event.step
+            break
+    assert expected_stop is not None
+    assert events[-1].step == expected_stop
+    assert events[-1].stop_reason == "patience"
+    assert [e.step for e in events] == list(range(1, expected_stop + 1))
+    assert all(e.best_val_psnr == max(x.val_psnr for x in events[: e.step]) for e in events)
+
+
+class ScriptedNetwork(torch.nn.Module):
+    """Stands in for the network: the k-th call returns logits equal to ``values[k]`` everywhere."""
+
+    def __init__(self, values):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(()))
+        self.values = list(values)
+        self.calls = 0
+
+    def forward(self, x):
+        value = self.values[self.calls % len(self.values)]
+        self.calls += 1
+        return 0 * self.weight * x + value  # zero gradient: Adam leaves it alone
+
+
+def scripted(noisy, values, **settings):
+    method = Noise2Fast(noisy, rng=np.random.default_rng(0), level=1 / 255, **settings)
+    method.network = ScriptedNetwork(values)
+    method.optimizer = torch.optim.Adam(method.network.parameters(), lr=1e-3)
+    return method
+
+
+def test_result_is_mean_of_last_window_validation_outputs():
+    noisy = torch.rand(1, 1, 12, 12)
+    logits = np.linspace(-2, 2, 40)
+    # calls alternate: training forward, validation forward
+    method = scripted(noisy, np.repeat(logits, 2), window=5, patience=1000)
+    validation = []
+    for k in range(12):
+        method.step()
+        validation.append(1 / (1 + np.exp(-logits[k])))
+    assert method.result().shape == (12, 12)
+    np.testing.assert_allclose(method.result().numpy(), np.mean(validation[-5:]), rtol=1e-5)
+
+
+def test_window_not_full_returns_best_single_output():
+    noisy = torch.full((1, 1, 12, 12), 0.5)
+    method = scripted(noisy, [0.0, 0.0, 0.0, 3.0, 0.0, -3.0], window=105, patience=1000)
+    for _ in range(3):
+        method.step()
+    # validation logits were 0, 0, 0: sigmoid 0.5 equals the noisy image exactly
+    np.testing.assert_allclose(method.result().numpy(), 0.5)
+
+
+def test_flat_average_restarts_once_at_low_learning_rate():
+    noisy = torch.rand(1, 1, 16, 16)
+    method = scripted(noisy, [0.0], window=3, patience=2)
+    for _ in range(4):  # one best step, then patience + 1 without improvement
+        method.step()
+    assert method.stop_reason is None and method.restarted
+    assert method.optimizer.param_groups[0]["lr"] == pytest.approx(5e-6)
+    assert not isinstance(method.network, ScriptedNetwork)  # fresh weights
+
+
+def test_seed_makes_runs_repeatable():
+    noisy = np.random.default_rng(2).normal(50, 10, (20, 20)).astype(np.float32)
+    first, second, other = (iter_denoise(noisy, seed=s, device="cpu", max_steps=4) for s in (7, 7, 8))
+    for job in (first, second, other):
+        list(job)
+    np.testing.assert_array_equal(first.result(), second.result())
+    assert not np.array_equal(first.result(), other.result())
+
+
+def test_cancelling_keeps_best_result_so_far(set12_05_crop):
+    noisy, _ = set12_05_crop
+    job = iter_denoise(noisy, seed=0, device="cpu", output_every=1)
+    for event in job:
+        if event.step == 60:
+            break
+    job.close()
+    result = job.result()
+    assert job.current.stop_reason == "cancelled"
+    np.testing.assert_allclose(result, event.output, atol=1e-4)
+    assert np.isfinite(result).all() and not np.allclose(result, noisy)
+
+
+def test_unknown_setting_is_a_plain_error():
+    with pytest.raises(ValueError, match="unknown Noise2Fast parameter"):
+        list(iter_denoise(np.random.rand(16, 16), device="cpu", patiense=3))
+    with pytest.raises(ValueError, match="preset must be one of"):
+        list(iter_denoise(np.random.rand(16, 16), device="cpu", preset="nope"))
