@@ -14,13 +14,19 @@ DATA = Path(os.environ.get("NOISE2FAST_DATA", Path(__file__).resolve().parents[2
 
 
 @pytest.fixture(scope="session")
-def set12_05_crop() -> tuple[np.ndarray, np.ndarray]:
-    """(noisy float32, clean float64) 64x64 crop of Set12 image 05 at sigma 25."""
-    noisy_path = DATA / "set12" / "noisy_sigma25" / "05.tif"
-    if not noisy_path.exists():
+def data_dir() -> Path:
+    """The shared benchmark data; missing data fails under CI and skips elsewhere."""
+    if not (DATA / "set12").is_dir():
         if os.environ.get("CI"):
-            pytest.fail(f"benchmark data missing in CI: {noisy_path}")
+            pytest.fail(f"benchmark data missing in CI: {DATA}")
         pytest.skip(f"benchmark data not found at {DATA} (set NOISE2FAST_DATA)")
+    return DATA
+
+
+@pytest.fixture(scope="session")
+def set12_05_crop(data_dir) -> tuple[np.ndarray, np.ndarray]:
+    """(noisy float32, clean float64) 64x64 crop of Set12 image 05 at sigma 25."""
+    noisy_path = data_dir / "set12" / "noisy_sigma25" / "05.tif"
     noisy = tifffile.imread(noisy_path)[64:128, 64:128]
-    clean = imread(DATA / "set12" / "clean" / "05.png")[64:128, 64:128].astype(np.float64)
+    clean = imread(data_dir / "set12" / "clean" / "05.png")[64:128, 64:128].astype(np.float64)
     return noisy, clean

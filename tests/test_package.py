@@ -38,14 +38,12 @@ def test_engine_api_and_cli_import_no_gui():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_benchmark_script_prints_table(capsys):
+def test_benchmark_script_prints_table(capsys, data_dir):
     sys.path.insert(0, str(ROOT / "benchmarks"))
     try:
         import run_benchmark
     finally:
         sys.path.pop(0)
-    if not (run_benchmark.DEFAULT_DATA / "set12").exists():
-        pytest.skip("benchmark data not found")
-    assert run_benchmark.main(["--images", "01", "--max-steps", "2", "--seed", "0"]) == 0
+    assert run_benchmark.main(["--data", str(data_dir), "--images", "01", "--max-steps", "2", "--seed", "0"]) == 0
     out = capsys.readouterr().out
     assert "| 01 | 0 | 256x256 | 20.18 |" in out and "median over 1 runs" in out
