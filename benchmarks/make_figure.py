@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> None:
             ax.axis("off")
     figure.tight_layout()
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(args.out, dpi=100)
+    figure.savefig(args.out, dpi=100, bbox_inches="tight")
     print(f"wrote {args.out}")
 
 
