@@ -126,3 +126,56 @@ def test_unknown_setting_is_a_plain_error():
         list(iter_denoise(np.random.rand(16, 16), device="cpu", patiense=3))
     with pytest.raises(ValueError, match="preset must be one of"):
         list(iter_denoise(np.random.rand(16, 16), device="cpu", preset="nope"))
+
+
+def test_validate_every_k_steps_counts_patience_in_steps():
+    noisy = np.random.default_rng(4).normal(100, 20, (24, 24)).astype(np.float32)
+    run = PlaneRun(noisy, Noise2Fast, seed=0, device="cpu", validate_every=3, patience=5, window=4,
+                   average="weights", restart_learning_rate=None, max_steps=300)
+    events = list(run)
+    validated = [e for e in events if not np.isnan(e.val_psnr)]
+    assert [e.step for e in validated] == list(range(3, events[-1].step + 1, 3))
+    assert all(np.isnan(e.val_psnr) for e in events if e.step % 3)
+    # stop once more than 5 steps (two validations of 3) passed without a better score
+    best, since = -np.inf, 0
+    for event in validated:
+        best, since = (event.val_psnr, 0) if event.val_psnr > best else (best, since + 3)
+        if since > 5:
+            break
+    assert events[-1].step == event.step and events[-1].stop_reason == "patience"
+
+
+def test_weight_average_is_exponential_with_window_centre_of_mass():
+    noisy = torch.rand(1, 1, 12, 12)
+    method = Noise2Fast(noisy, rng=np.random.default_rng(0), level=1 / 255, average="weights", window=9,
+                        validate_every=1000)
+    expected = [p.detach().clone() for p in method.averaged.parameters()]
+    for _ in range(3):
+        method.step()
+        for average, current in zip(expected, method.network.parameters(), strict=True):
+            average += 0.2 * (current.detach() - average)  # 2 / (window + 1)
+    for average, got in zip(expected, method.averaged.parameters(), strict=True):
+        torch.testing.assert_close(got, average)
+    assert method.network.training is True and not any(p.requires_grad for p in method.averaged.parameters())
+
+
+def test_precision_auto_resolves_per_device(monkeypatch):
+    from napari_noise2fast import devices
+
+    noisy = torch.rand(1, 1, 12, 12)
+    monkeypatch.setattr(devices, "_amx_available", lambda: False)
+    method = Noise2Fast(noisy, rng=np.random.default_rng(0), level=1 / 255, precision="auto")
+    assert method.compute_dtype == torch.float32
+    monkeypatch.setattr(devices, "_amx_available", lambda: True)
+    method = Noise2Fast(noisy, rng=np.random.default_rng(0), level=1 / 255, precision="auto", channels_last=True)
+    assert method.compute_dtype == torch.bfloat16
+    assert method.step() is not None and method.result().dtype == torch.float32
+
+
+def test_reference_preset_settings_are_the_published_ones():
+    method = Noise2Fast(torch.rand(1, 1, 12, 12), rng=np.random.default_rng(0), level=1 / 255)
+    assert method.settings == {
+        "patience": 100, "window": 105, "learning_rate": 1e-3, "restart_learning_rate": 5e-6, "width": 64,
+        "validate_every": 1, "average": "outputs", "precision": "float32", "channels_last": False,
+    }
+    assert method.compute_dtype == torch.float32 and method.averaged is None

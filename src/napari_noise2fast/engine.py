@@ -29,7 +29,7 @@ class Event:
         Optimiser steps taken so far on this plane.
     val_psnr : float
         Validation PSNR in dB of the current output against the noisy input
-        (both min-max normalised to [0, 1]).
+        (both min-max normalised to [0, 1]); NaN on steps that did not validate.
     best_val_psnr : float
         The highest ``val_psnr`` seen so far on this plane.
     elapsed : float
@@ -78,8 +78,8 @@ class Method(ABC):
         self.stop_reason: str | None = None
 
     @abstractmethod
-    def step(self) -> float:
-        """Take one optimiser step and validate; return the validation MSE."""
+    def step(self) -> float | None:
+        """Take one optimiser step; return the validation MSE, or None if it did not validate."""
 
     @abstractmethod
     def preview(self) -> torch.Tensor:
@@ -207,9 +207,11 @@ class PlaneRun:
         self.model = self.method_cls(noisy, rng=self.rng, level=self.level, **self.params)
         try:
             while True:
-                val_psnr = mse_to_psnr(self.model.step())
+                mse = self.model.step()
+                val_psnr = math.nan if mse is None else mse_to_psnr(mse)
                 self.step += 1
-                self.best_val_psnr = max(self.best_val_psnr, val_psnr)
+                if val_psnr > self.best_val_psnr:
+                    self.best_val_psnr = val_psnr
                 if self.model.stop_reason is not None:
                     self.stop_reason = self.model.stop_reason
                 elif self.max_steps is not None and self.step >= self.max_steps:

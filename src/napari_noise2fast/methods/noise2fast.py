@@ -9,12 +9,15 @@ outputs as the result (restarting once at 5e-6 if that mean is nearly flat).
 
 from __future__ import annotations
 
+import contextlib
+import copy
 from collections import deque
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from napari_noise2fast.devices import fast_dtype
 from napari_noise2fast.engine import Method, seeded_module
 
 PRESETS: dict[str, dict] = {
@@ -24,8 +27,14 @@ PRESETS: dict[str, dict] = {
         "learning_rate": 1e-3,
         "restart_learning_rate": 5e-6,
         "width": 64,
+        "validate_every": 1,
+        "average": "outputs",
+        "precision": "float32",
+        "channels_last": False,
     },
 }
+AVERAGES = ("outputs", "weights")
+PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 FLAT_PIXELS = 25
 
 
@@ -88,6 +97,19 @@ class Noise2Fast(Method):
         averaged output is nearly flat (``restart_learning_rate=None`` disables it).
     width : int
         Channels of every hidden convolution.
+    validate_every : int
+        Validate on the whole plane every this many steps (patience still counts steps).
+    average : str
+        ``"outputs"``: the result is the mean of the last ``window`` validation
+        outputs (the reference). ``"weights"``: an exponential moving average of
+        the weights (centre of mass ``window`` steps) is validated, and the
+        result is its best-validated output.
+    precision : str
+        ``"float32"``, ``"bfloat16"``, or ``"auto"`` (bfloat16 on CUDA GPUs and
+        AMX CPUs that support it, float32 elsewhere); weights, loss and
+        outputs stay float32.
+    channels_last : bool
+        Use the channels-last memory layout (faster convolutions on CPUs).
     """
 
     name = "noise2fast"
@@ -103,37 +125,69 @@ class Noise2Fast(Method):
                 f"known: {sorted(PRESETS[preset])}"
             )
         settings = {**PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}}
-        if settings["patience"] < 0 or settings["window"] < 1 or settings["learning_rate"] <= 0:
+        if (settings["patience"] < 0 or settings["window"] < 1 or settings["learning_rate"] <= 0
+                or settings["validate_every"] < 1 or settings["average"] not in AVERAGES
+                or settings["precision"] not in {"auto", *PRECISIONS}):
             raise ValueError(f"invalid Noise2Fast settings: {settings}")
         self.settings = settings
-        self.pairs = chequerboard_pairs(noisy)
+        precision = settings["precision"]
+        self.compute_dtype = fast_dtype(noisy.device) if precision == "auto" else PRECISIONS[precision]
+        self.memory_format = torch.channels_last if settings["channels_last"] else torch.contiguous_format
+        self.noisy = noisy.contiguous(memory_format=self.memory_format)
+        self.pairs = [(source.contiguous(memory_format=self.memory_format), target)
+                      for source, target in chequerboard_pairs(noisy)]
         self.restarted = False
+        self.steps = 0
         self._start(settings["learning_rate"])
 
     def _start(self, learning_rate: float) -> None:
         seed = int(self.rng.integers(2**63))
         self.network = seeded_module(lambda: noise2fast_network(self.settings["width"]), seed)
-        self.network.to(self.noisy.device)
+        self.network.to(self.noisy.device, memory_format=self.memory_format)
         self.optimizer = torch.optim.Adam(self.network.parameters(), lr=learning_rate)
+        self.averaged = None
+        if self.settings["average"] == "weights":
+            self.averaged = copy.deepcopy(self.network).requires_grad_(False)
         self.outputs: deque[torch.Tensor] = deque(maxlen=self.settings["window"])
         self.best_mse = float("inf")
         self.best_output = self.noisy[0, 0]
         self.since_best = 0
 
-    def step(self) -> float:
+    def _autocast(self):
+        if self.compute_dtype == torch.float32:
+            return contextlib.nullcontext()
+        return torch.autocast(self.noisy.device.type, dtype=self.compute_dtype)
+
+    def _update_average(self) -> None:
+        """Exponential moving average of the weights, with the centre of mass of ``window`` steps."""
+        weight = 2.0 / (self.settings["window"] + 1)
+        with torch.no_grad():
+            torch._foreach_lerp_(list(self.averaged.parameters()), list(self.network.parameters()), weight)
+
+    def step(self) -> float | None:
         source, target = self.pairs[self.rng.integers(len(self.pairs))]
         self.optimizer.zero_grad(set_to_none=True)
-        loss = F.binary_cross_entropy_with_logits(self.network(source), target)
+        with self._autocast():
+            logits = self.network(source)
+        loss = F.binary_cross_entropy_with_logits(logits.float(), target)
         loss.backward()
         self.optimizer.step()
-        with torch.inference_mode():
-            output = torch.sigmoid(self.network(self.noisy))[0, 0]
+        self.steps += 1
+        if self.averaged is not None:
+            self._update_average()
+        every = self.settings["validate_every"]
+        if self.steps % every:
+            return None
+        with torch.inference_mode(), self._autocast():
+            validator = self.network if self.averaged is None else self.averaged
+            output = torch.sigmoid(validator(self.noisy).float())[0, 0].contiguous()
             mse = torch.mean((output - self.noisy[0, 0]) ** 2).item()
-        self.outputs.append(output)
+        if self.averaged is None:
+            self.outputs.append(output)
         if mse < self.best_mse:
             self.best_mse, self.best_output, self.since_best = mse, output, 0
         else:
-            self.since_best += 1
+            self.since_best += every
         if self.since_best > self.settings["patience"]:
             self._finish_or_restart()
         return mse
@@ -156,6 +210,8 @@ class Noise2Fast(Method):
         return self.best_output
 
     def result(self) -> torch.Tensor:
+        if self.averaged is not None:
+            return self.best_output
         if len(self.outputs) < self.outputs.maxlen:
             return self.best_output
         return torch.stack(tuple(self.outputs)).mean(dim=0)
