@@ -239,9 +239,11 @@ def denoise(
         Output dtype. By default integer input keeps its dtype (rounded and
         clipped) and floating-point input gives float32.
     **params
-        The method's settings; for Noise2Fast ``preset`` (``"reference"``),
-        ``patience`` (100), ``window`` (105), ``learning_rate`` (1e-3),
-        ``restart_learning_rate`` (5e-6), ``width`` (64).
+        The method's settings; for Noise2Fast ``preset`` (``"reference"``, the
+        default, or the provisional ``"fast"``), ``patience`` (100), ``window``
+        (105), ``learning_rate`` (1e-3), ``restart_learning_rate`` (5e-6),
+        ``width`` (64), ``validate_every`` (1), ``average`` (``"outputs"``),
+        ``precision`` (``"float32"``), ``channels_last`` (False).
 
     Returns
     -------
