@@ -130,11 +130,19 @@ def test_cancelling_keeps_best_result_so_far(set12_05_crop):
     assert np.isfinite(result).all() and not np.allclose(result, noisy)
 
 
-def test_unknown_setting_is_a_plain_error():
-    with pytest.raises(ValueError, match="unknown Noise2Fast parameter"):
-        list(iter_denoise(np.random.rand(16, 16), device="cpu", patiense=3))
-    with pytest.raises(ValueError, match="preset must be one of"):
-        list(iter_denoise(np.random.rand(16, 16), device="cpu", preset="nope"))
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"patiense": 3}, "unknown Noise2Fast parameter"),
+        ({"preset": "nope"}, "preset must be one of"),
+        ({"average": "median"}, "invalid Noise2Fast settings"),
+        ({"validate_every": 0}, "invalid Noise2Fast settings"),
+        ({"precision": "float8"}, "invalid Noise2Fast settings"),
+    ],
+)
+def test_bad_setting_is_a_plain_error_before_training(params, message):
+    with pytest.raises(ValueError, match=message):
+        iter_denoise(np.random.rand(16, 16), device="cpu", **params)  # raised at the call, not on iteration
 
 
 def test_validate_every_k_steps_counts_patience_in_steps():

@@ -184,8 +184,10 @@ def iter_denoise(
             f"each YX plane must be at least {MIN_PLANE_SIZE}x{MIN_PLANE_SIZE} pixels, "
             f"got {array.shape[y]}x{array.shape[x]} (check axes/channel_axis)"
         )
-    get_method(method)
+    get_method(method).check_params(**params)
     resolved = resolve_device(device)
+    if max_steps is not None and max_steps < 1:
+        raise ValueError(f"max_steps must be a positive integer or None, got {max_steps}")
     if output_every is not None and output_every < 1:
         raise ValueError(f"output_every must be a positive integer or None, got {output_every}")
     if array.size and array.min() == array.max():

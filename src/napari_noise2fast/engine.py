@@ -77,6 +77,13 @@ class Method(ABC):
         self.level = level
         self.stop_reason: str | None = None
 
+    @classmethod
+    def check_params(cls, **params) -> dict:
+        """Validate the method's keyword arguments before any training; ValueError if invalid."""
+        if params:
+            raise ValueError(f"{cls.name} takes no parameters, got {sorted(params)}")
+        return {}
+
     @abstractmethod
     def step(self) -> float | None:
         """Take one optimiser step; return the validation MSE, or None if it did not validate."""

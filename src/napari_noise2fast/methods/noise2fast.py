@@ -130,8 +130,9 @@ class Noise2Fast(Method):
 
     name = "noise2fast"
 
-    def __init__(self, noisy, *, rng, level, preset: str = "reference", **overrides):
-        super().__init__(noisy, rng=rng, level=level)
+    @classmethod
+    def check_params(cls, preset: str = "reference", **overrides) -> dict:
+        """The settings of ``preset`` with ``overrides`` applied; ValueError if any is invalid."""
         if preset not in PRESETS:
             raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {preset!r}")
         unknown = set(overrides) - set(PRESETS[preset])
@@ -145,7 +146,11 @@ class Noise2Fast(Method):
                 or settings["validate_every"] < 1 or settings["average"] not in AVERAGES
                 or settings["precision"] not in {"auto", *PRECISIONS}):
             raise ValueError(f"invalid Noise2Fast settings: {settings}")
-        self.settings = settings
+        return settings
+
+    def __init__(self, noisy, *, rng, level, **params):
+        super().__init__(noisy, rng=rng, level=level)
+        self.settings = settings = self.check_params(**params)
         precision = settings["precision"]
         self.compute_dtype = fast_dtype(noisy.device) if precision == "auto" else PRECISIONS[precision]
         self.memory_format = torch.channels_last if settings["channels_last"] else torch.contiguous_format
