@@ -20,31 +20,23 @@ from torch import nn
 from napari_noise2fast.devices import fast_dtype
 from napari_noise2fast.engine import Method, seeded_module
 
+REFERENCE = {
+    "patience": 100,
+    "window": 105,
+    "learning_rate": 1e-3,
+    "restart_learning_rate": 5e-6,
+    "width": 64,
+    "validate_every": 1,
+    "average": "outputs",
+    "precision": "float32",
+    "channels_last": False,
+}
 PRESETS: dict[str, dict] = {
-    "reference": {
-        "patience": 100,
-        "window": 105,
-        "learning_rate": 1e-3,
-        "restart_learning_rate": 5e-6,
-        "width": 64,
-        "validate_every": 1,
-        "average": "outputs",
-        "precision": "float32",
-        "channels_last": False,
-    },
+    "reference": REFERENCE,
     # Provisional (see benchmarks/RESULTS.md): same network and pairs, validated every 10 steps on
     # an averaged copy of the weights, bfloat16 where the hardware runs it fast, shorter patience.
-    "fast": {
-        "patience": 50,
-        "window": 105,
-        "learning_rate": 1e-3,
-        "restart_learning_rate": 5e-6,
-        "width": 64,
-        "validate_every": 10,
-        "average": "weights",
-        "precision": "auto",
-        "channels_last": True,
-    },
+    "fast": {**REFERENCE, "patience": 50, "validate_every": 10, "average": "weights", "precision": "auto",
+             "channels_last": True},
 }
 AVERAGES = ("outputs", "weights")
 PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16}
