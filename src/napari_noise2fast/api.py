@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from napari_noise2fast.devices import resolve_device
-from napari_noise2fast.engine import Event, PlaneRun
+from napari_noise2fast.engine import Event, PlaneRun, check_positive_or_none
 from napari_noise2fast.methods import get_method
 
 MIN_PLANE_SIZE = 8
@@ -186,10 +186,8 @@ def iter_denoise(
         )
     get_method(method).check_params(**params)
     resolved = resolve_device(device)
-    if max_steps is not None and max_steps < 1:
-        raise ValueError(f"max_steps must be a positive integer or None, got {max_steps}")
-    if output_every is not None and output_every < 1:
-        raise ValueError(f"output_every must be a positive integer or None, got {output_every}")
+    check_positive_or_none("max_steps", max_steps)
+    check_positive_or_none("output_every", output_every)
     if array.size and array.min() == array.max():
         warnings.warn("image is constant; it is returned unchanged", UserWarning, stacklevel=2)
     n_planes = int(np.prod([n for i, n in enumerate(array.shape) if i not in (y, x)], dtype=np.int64))

@@ -102,6 +102,12 @@ def mse_to_psnr(mse: float) -> float:
     return math.inf if mse <= 0 else -10.0 * math.log10(mse)
 
 
+def check_positive_or_none(name: str, value: int | None) -> None:
+    """ValueError unless ``value`` is None or a positive integer."""
+    if value is not None and value < 1:
+        raise ValueError(f"{name} must be a positive integer or None, got {value}")
+
+
 def seeded_module(factory, seed: int) -> torch.nn.Module:
     """Build a module with its weights drawn from ``seed``, leaving the global RNG alone."""
     with torch.random.fork_rng(devices=[]):
@@ -155,8 +161,8 @@ class PlaneRun:
     ):
         if plane.ndim != 2:
             raise ValueError(f"PlaneRun needs a 2D plane, got shape {plane.shape}")
-        if max_steps is not None and max_steps < 1:
-            raise ValueError(f"max_steps must be a positive integer or None, got {max_steps}")
+        check_positive_or_none("max_steps", max_steps)
+        check_positive_or_none("output_every", output_every)
         self.device = resolve_device(device)
         self.method_cls = method
         self.params = params

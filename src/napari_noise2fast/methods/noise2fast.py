@@ -150,7 +150,6 @@ class Noise2Fast(Method):
         self.pairs = [(source.contiguous(memory_format=self.memory_format), target)
                       for source, target in chequerboard_pairs(noisy)]
         self.restarted = False
-        self.steps = 0
         self._start(settings["learning_rate"])
 
     def _start(self, learning_rate: float) -> None:
@@ -161,11 +160,12 @@ class Noise2Fast(Method):
         self.averaged = None
         if self.settings["average"] == "weights":
             self.averaged = copy.deepcopy(self.network).requires_grad_(False)
+            self._average_pairs = (list(self.averaged.parameters()), list(self.network.parameters()))
         self.outputs: deque[torch.Tensor] = deque(maxlen=self.settings["window"])
         self.best_mse = float("inf")
         self.best_output = self.noisy[0, 0]
         self.since_best = 0
-        self.steps_since_start = 0
+        self.steps = 0  # since the (re)start; a restart happens on a validation step, so the cadence holds
 
     def _autocast(self):
         if self.compute_dtype == torch.float32:
@@ -175,9 +175,9 @@ class Noise2Fast(Method):
     def _update_average(self) -> None:
         """Running mean of the weights, then (past ``(window + 1) / 2`` steps) an exponential
         moving average whose centre of mass is ``window`` steps: no bias towards the initial weights."""
-        weight = max(2.0 / (self.settings["window"] + 1), 1.0 / self.steps_since_start)
+        weight = max(2.0 / (self.settings["window"] + 1), 1.0 / self.steps)
         with torch.no_grad():
-            torch._foreach_lerp_(list(self.averaged.parameters()), list(self.network.parameters()), weight)
+            torch._foreach_lerp_(*self._average_pairs, weight)
 
     def step(self) -> float | None:
         source, target = self.pairs[self.rng.integers(len(self.pairs))]
@@ -188,7 +188,6 @@ class Noise2Fast(Method):
         loss.backward()
         self.optimizer.step()
         self.steps += 1
-        self.steps_since_start += 1
         if self.averaged is not None:
             self._update_average()
         every = self.settings["validate_every"]
@@ -226,8 +225,6 @@ class Noise2Fast(Method):
         return self.best_output
 
     def result(self) -> torch.Tensor:
-        if self.averaged is not None:
-            return self.best_output
-        if len(self.outputs) < self.outputs.maxlen:
+        if self.averaged is not None or len(self.outputs) < self.outputs.maxlen:
             return self.best_output
         return torch.stack(tuple(self.outputs)).mean(dim=0)
