@@ -142,9 +142,9 @@ def test_missing_accelerator_is_a_plain_error(monkeypatch):
 def test_progress_callback_sees_every_event():
     seen = []
     denoise(noisy_image((2, 16, 16), "float32"), axes="ZYX", progress=seen.append, **QUICK)
-    assert [(e.plane, e.step) for e in seen] == [(0, 1), (0, 2), (1, 1), (1, 2)]
-    assert [e.done for e in seen] == [False, True, False, True]
-    assert seen[-1].output is not None and seen[0].output is None
+    assert [(e.plane, e.step) for e in seen] == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2)]
+    assert [e.done for e in seen] == [False, False, True, False, False, True]
+    assert [e.output is not None for e in seen] == [True, False, True, True, False, True]
 
 
 def test_stopping_a_stack_early_keeps_finished_planes_and_input_elsewhere():

@@ -157,6 +157,7 @@ def iter_denoise(
     max_steps: int | None = None,
     output_every: int | None = None,
     dtype=None,
+    preview: bool = True,
     **params,
 ) -> DenoiseJob:
     """Streaming form of :func:`denoise`: a job that yields :class:`~napari_noise2fast.engine.Event`.
@@ -171,8 +172,8 @@ def iter_denoise(
     >>> from napari_noise2fast import iter_denoise
     >>> noisy = np.random.default_rng(0).normal(100, 10, (32, 32)).astype(np.float32)
     >>> job = iter_denoise(noisy, seed=0, max_steps=3, device="cpu")
-    >>> [event.step for event in job]
-    [1, 2, 3]
+    >>> [(event.step, event.stage) for event in job]
+    [(0, 'preview'), (1, 'preview'), (2, 'preview'), (3, 'preview')]
     >>> job.result().shape
     (32, 32)
     """
@@ -193,7 +194,8 @@ def iter_denoise(
     n_planes = int(np.prod([n for i, n in enumerate(array.shape) if i not in (y, x)], dtype=np.int64))
     seeds = [int(s.generate_state(1)[0]) for s in np.random.SeedSequence(seed).spawn(n_planes)] \
         if seed is not None else [None] * n_planes
-    run_kwargs = {"device": resolved, "max_steps": max_steps, "output_every": output_every, **params}
+    run_kwargs = {"device": resolved, "max_steps": max_steps, "output_every": output_every, "preview": preview,
+                  **params}
     return DenoiseJob(array, layout, _output_dtype(array.dtype, dtype), method, seeds, run_kwargs)
 
 
@@ -208,6 +210,7 @@ def denoise(
     progress: Callable[[Event], None] | None = None,
     max_steps: int | None = None,
     dtype=None,
+    preview: bool = True,
     **params,
 ) -> np.ndarray:
     """Denoise an image blindly, learning from the image alone.
@@ -238,12 +241,16 @@ def denoise(
     dtype : dtype, optional
         Output dtype. By default integer input keeps its dtype (rounded and
         clipped) and floating-point input gives float32.
+    preview : bool
+        Start every plane with a calibrated Gaussian estimate (event stage
+        ``"preview"``, under a second on 512x512), kept as the result until
+        the method validates better (its best validation PSNR is higher); a run
+        stopped early then still returns a denoised image.
     **params
-        The method's settings; for Noise2Fast ``preset`` (``"reference"``, the
-        default, or the provisional ``"fast"``), ``patience`` (100), ``window``
-        (105), ``learning_rate`` (1e-3), ``restart_learning_rate`` (5e-6),
-        ``width`` (64), ``validate_every`` (1), ``average`` (``"outputs"``),
-        ``precision`` (``"float32"``), ``channels_last`` (False).
+        The method's settings; for Noise2Fast ``preset`` (``"fast"``, the
+        default, or ``"reference"``, the published code's settings) and any
+        of its settings to override (see
+        :class:`~napari_noise2fast.methods.noise2fast.Noise2Fast`).
 
     Returns
     -------
@@ -268,7 +275,7 @@ def denoise(
     ((2, 32, 32), dtype('uint16'))
     """
     job = iter_denoise(image, method, axes=axes, channel_axis=channel_axis, device=device, seed=seed,
-                       max_steps=max_steps, dtype=dtype, **params)
+                       max_steps=max_steps, dtype=dtype, preview=preview, **params)
     for event in job:
         if progress is not None:
             progress(event)

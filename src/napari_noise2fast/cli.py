@@ -124,7 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-steps", type=int, default=None, help="cap on training steps per plane")
     parser.add_argument("--seed", type=int, default=None, help="seed for repeatable CPU runs")
     parser.add_argument("--device", default="auto", help="auto (CUDA, MPS, then CPU), cpu, cuda or mps")
-    parser.add_argument("--preset", default=None, help="Noise2Fast preset: reference (default) or fast (provisional)")
+    parser.add_argument("--preset", default=None,
+                        help="Noise2Fast preset: fast (default) or reference (the published settings)")
     parser.add_argument("--sample", action="store_true", help="denoise the bundled sample image")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     return parser

@@ -17,6 +17,9 @@ import numpy as np
 import torch
 
 from napari_noise2fast.devices import resolve_device
+from napari_noise2fast.preview import calibrated_gaussian
+
+PREVIEW = "preview"
 
 
 @dataclass(frozen=True)
@@ -35,10 +38,14 @@ class Event:
     elapsed : float
         Wall-clock seconds since this plane started.
     stage : str
-        Which stage produced the numbers (the method's name for now).
+        Which stage the current best output comes from: ``"preview"`` (the
+        calibrated Gaussian shown first, see :mod:`napari_noise2fast.preview`)
+        until the method's best validation PSNR beats the preview's, then the
+        method's name.
     output : numpy.ndarray or None
         The current best output in the input's intensity scale (float32), when
-        requested (``output_every``) and always on the final event.
+        requested (``output_every``), on the preview event and always on the
+        final event.
     done : bool
         True on the last event of the plane.
     stop_reason : str or None
@@ -141,6 +148,10 @@ class PlaneRun:
         else 1/255 of the plane's range.
     plane_index, n_planes : int
         Carried into the events for multi-plane jobs.
+    preview : bool
+        First yield a step-0 event with a calibrated Gaussian estimate (stage
+        ``"preview"``), and let :meth:`preview` and :meth:`result` return it
+        until the method's best validation PSNR beats the preview's.
     **params
         Keyword arguments of the method.
     """
@@ -157,6 +168,7 @@ class PlaneRun:
         is_integer: bool = False,
         plane_index: int = 0,
         n_planes: int = 1,
+        preview: bool = True,
         **params,
     ):
         if plane.ndim != 2:
@@ -182,14 +194,25 @@ class PlaneRun:
         self.best_val_psnr = -math.inf
         self.stop_reason: str | None = None
         self._started: float | None = None
+        self.use_preview = preview
+        self._preview: np.ndarray | None = None
+        self._preview_psnr = -math.inf
+
+    @property
+    def stage(self) -> str:
+        """``"preview"`` while the preview is the better estimate, else the method's name."""
+        if self._preview is not None and self.best_val_psnr <= self._preview_psnr:
+            return PREVIEW
+        return self.method_cls.name
 
     @property
     def elapsed(self) -> float:
         return 0.0 if self._started is None else time.perf_counter() - self._started
 
-    def _to_intensity(self, normalised: torch.Tensor) -> np.ndarray:
-        values = normalised.detach().to("cpu", torch.float64).numpy()
-        return (values * self.scale + self.offset).astype(np.float32)
+    def _to_intensity(self, normalised: torch.Tensor | np.ndarray) -> np.ndarray:
+        if isinstance(normalised, torch.Tensor):
+            normalised = normalised.detach().to("cpu", torch.float64).numpy()
+        return (normalised.astype(np.float64) * self.scale + self.offset).astype(np.float32)
 
     def _event(self, val_psnr: float, with_output: bool, done: bool = False) -> Event:
         output = None
@@ -198,9 +221,9 @@ class PlaneRun:
         return Event(
             step=self.step,
             val_psnr=val_psnr,
-            best_val_psnr=self.best_val_psnr,
+            best_val_psnr=max(self.best_val_psnr, self._preview_psnr),
             elapsed=self.elapsed,
-            stage=self.method_cls.name,
+            stage=self.stage,
             output=output,
             done=done,
             stop_reason=self.stop_reason if done else None,
@@ -216,9 +239,13 @@ class PlaneRun:
             self.stop_reason = "constant"
             yield self._event(math.nan, with_output=True, done=True)
             return
-        noisy = torch.from_numpy(self._normalised).to(self.device)[None, None]
-        self.model = self.method_cls(noisy, rng=self.rng, level=self.level, **self.params)
         try:
+            if self.use_preview:
+                self._preview, loss, _ = calibrated_gaussian(self._normalised)
+                self._preview_psnr = mse_to_psnr(loss)
+                yield self._event(self._preview_psnr, with_output=True)
+            noisy = torch.from_numpy(self._normalised).to(self.device)[None, None]
+            self.model = self.method_cls(noisy, rng=self.rng, level=self.level, **self.params)
             while True:
                 mse = self.model.step()
                 val_psnr = math.nan if mse is None else mse_to_psnr(mse)
@@ -243,17 +270,21 @@ class PlaneRun:
         if self.stop_reason is None:
             self.stop_reason = "cancelled"
 
+    def _current(self, method_output) -> np.ndarray:
+        if self.stage == PREVIEW:
+            return self._to_intensity(self._preview)
+        if self.model is None:
+            return np.asarray(self._plane, dtype=np.float32).copy()
+        return self._to_intensity(method_output())
+
     def preview(self) -> np.ndarray:
         """Best single output so far (float32, input intensity scale)."""
-        if self.model is None:
-            return np.asarray(self._plane, dtype=np.float32).copy()
-        return self._to_intensity(self.model.preview())
+        return self._current(lambda: self.model.preview())
 
     def result(self) -> np.ndarray:
-        """The method's result so far (float32, input intensity scale).
+        """The result so far (float32, input intensity scale): the method's own output
+        rule once it validates better than the preview stage, else the preview.
 
-        Before any step, and for a constant plane, this is a copy of the input.
+        Before anything ran, and for a constant plane, this is a copy of the input.
         """
-        if self.model is None:
-            return np.asarray(self._plane, dtype=np.float32).copy()
-        return self._to_intensity(self.model.result())
+        return self._current(lambda: self.model.result())
