@@ -157,3 +157,17 @@ def test_stopping_a_stack_early_keeps_finished_planes_and_input_elsewhere():
     out = job.result()
     assert not np.allclose(out[0], image[0]) and not np.allclose(out[1], image[1])
     np.testing.assert_array_equal(out[2], image[2])
+
+
+def test_plane_location_places_each_plane_of_any_layout():
+    image = noisy_image((3, 20, 2, 16), "uint16")  # Z, Y, C, X
+    job = iter_denoise(image, axes="ZYCX", device="cpu", max_steps=1, preview=False)
+    seen = {}
+    for event in job:
+        if event.done:
+            seen[event.plane] = (job.plane_location(event.plane), event.output)
+    assert len(seen) == 6
+    rebuilt = np.zeros_like(image)
+    for location, output in seen.values():
+        rebuilt[location] = job.cast(output)
+    np.testing.assert_array_equal(rebuilt, job.result())

@@ -110,6 +110,11 @@ class DenoiseJob:
     def n_planes(self) -> int:
         return len(self._planes)
 
+    @property
+    def device(self) -> torch.device:
+        """The device the job trains on (``"auto"`` already resolved)."""
+        return self._run_kwargs["device"]
+
     def _events(self) -> Iterator[Event]:
         for index, plane in enumerate(self._planes):
             self.current = PlaneRun(
@@ -122,6 +127,17 @@ class DenoiseJob:
                     self._done[index] = True
                 yield event
         self.current = None
+
+    def plane_location(self, index: int) -> tuple:
+        """Index into the input array of plane ``index`` (integers on the other axes, ``:`` on Y and X)."""
+        location: list = [slice(None)] * self._image.ndim
+        for axis, position in zip(self._order[:-2], np.unravel_index(index, self._moved_shape[:-2]), strict=True):
+            location[axis] = int(position)
+        return tuple(location)
+
+    def cast(self, values: np.ndarray) -> np.ndarray:
+        """``values`` in the job's output dtype (integers rounded and clipped)."""
+        return _cast(values, self.out_dtype)
 
     def __iter__(self) -> Iterator[Event]:
         return self.events
@@ -143,7 +159,7 @@ class DenoiseJob:
             results[index] = self.current.result() if running else self._planes[index]
         moved = results.reshape(self._moved_shape)
         restored = np.transpose(moved, np.argsort(self._order))
-        return _cast(restored, self.out_dtype)
+        return self.cast(restored)
 
 
 def iter_denoise(

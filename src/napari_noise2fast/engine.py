@@ -77,6 +77,7 @@ class Method(ABC):
     """
 
     name: ClassVar[str]
+    display_name: ClassVar[str]
 
     def __init__(self, noisy: torch.Tensor, *, rng: np.random.Generator, level: float):
         self.noisy = noisy

@@ -28,3 +28,13 @@ def noisy_cell(seed: int = 0) -> np.ndarray:
     photons = rng.poisson(clean - CAMERA_OFFSET)
     counts = photons + CAMERA_OFFSET + rng.normal(0.0, READ_NOISE, clean.shape)
     return np.clip(np.round(counts), 0, np.iinfo(np.uint16).max).astype(np.uint16)
+
+
+def napari_noisy_cell() -> list[tuple]:
+    """npe2 sample data: the noisy cell as an image layer."""
+    return [(noisy_cell(), {"name": "noisy cell", "colormap": "gray"}, "image")]
+
+
+def napari_clean_cell() -> list[tuple]:
+    """npe2 sample data: the noise-free cell (a reference for true PSNR), same scale as the noisy one."""
+    return [(clean_cell().astype(np.float32), {"name": "clean cell", "colormap": "gray"}, "image")]

@@ -121,6 +121,7 @@ class Noise2Fast(Method):
     """
 
     name = "noise2fast"
+    display_name = "Noise2Fast"
 
     @classmethod
     def check_params(cls, preset: str = "fast", **overrides) -> dict:

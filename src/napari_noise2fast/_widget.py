@@ -1,0 +1,320 @@
+"""The dock widget: pick an image layer, press Start, watch the validation curve and the output layer.
+
+A thin client of the engine: training runs in a napari thread worker that
+iterates :func:`napari_noise2fast.iter_denoise`; the GUI thread only draws the
+events it receives (plot, status, output layer) and never computes.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import replace
+
+import numpy as np
+import pyqtgraph as pg
+import torch
+from magicgui.widgets import ComboBox, Container, Label, PushButton, RadioButtons, SpinBox, create_widget
+from napari.layers import Image
+from napari.qt.threading import create_worker
+from napari.utils import progress
+from napari.utils.notifications import show_error, show_info, show_warning
+from napari.utils.theme import get_theme
+from qtpy.QtCore import Qt
+
+from napari_noise2fast.api import iter_denoise
+from napari_noise2fast.layers import layer_settings, output_metadata
+from napari_noise2fast.methods import METHODS, get_method
+from napari_noise2fast.methods.noise2fast import PRESETS
+
+CURRENT_PLANE, WHOLE_LAYER = "current plane", "whole layer"
+UPDATE_SECONDS = 0.5  # at most two output-layer redraws a second while training
+CURVE_COLOUR = "#f0a030"  # readable on the dark and the light theme
+
+
+def available_devices() -> list[str]:
+    devices = ["auto", "cpu"]
+    if torch.cuda.is_available():
+        devices.append("cuda")
+    if torch.backends.mps.is_available():
+        devices.append("mps")
+    return devices
+
+
+def throttled(job, min_interval: float):
+    """The worker's body: the job's events, without the outputs that come sooner than ``min_interval``
+    after the last one sent (the preview and every plane's final output always go through)."""
+    last = -math.inf
+    for event in job:
+        if event.output is not None and event.step > 0 and not event.done:
+            now = time.perf_counter()
+            if now - last < min_interval:
+                event = replace(event, output=None)
+            else:
+                last = now
+        yield event
+
+
+def warm_up_torch() -> None:
+    """Run two tiny training steps once per process, when the widget opens.
+
+    Torch's first convolution, backward pass and optimiser step initialise
+    kernels while holding the GIL (about 200 ms here), which would freeze the
+    viewer just after Start; paying it when the dock opens keeps runs smooth.
+    """
+    global _WARM
+    if not _WARM:
+        plane = np.random.default_rng(0).random((16, 16), dtype=np.float32)
+        list(iter_denoise(plane, device="cpu", seed=0, max_steps=2, preview=False, validate_every=1))
+        _WARM = True
+
+
+_WARM = False
+
+
+def gui_threads() -> int:
+    """Torch threads for a run started from the GUI: leave one core to the viewer's event loop."""
+    return max(1, (os.cpu_count() or 2) - 1)
+
+
+class Noise2FastWidget(Container):
+    """Dock widget: train a zero-shot denoiser on the selected image layer, live."""
+
+    def __init__(self, napari_viewer):
+        super().__init__(labels=True)
+        self.viewer = napari_viewer
+        self.image = create_widget(annotation=Image, label="image", options={"tooltip": "the noisy image layer"})
+        self.method = ComboBox(label="method", choices=[(cls.display_name, name) for name, cls in METHODS.items()],
+                               tooltip="the zero-shot denoiser to train")
+        self.preset = ComboBox(label="preset", choices=list(PRESETS), value="fast",
+                               tooltip="fast: about 8x quicker on a CPU at the same PSNR; "
+                                       "reference: the published code's settings")
+        self.max_steps = SpinBox(label="max steps", value=0, min=0, max=1_000_000,
+                                 tooltip="cap on training steps per plane; 0 lets validation decide when to stop")
+        self.patience = SpinBox(label="patience", value=PRESETS["fast"]["patience"], min=0, max=100_000,
+                                tooltip="stop after this many steps without a better validation PSNR")
+        self.seed = SpinBox(label="seed", value=0, min=-1, max=2**31 - 1,
+                            tooltip="same seed, same result on the CPU; -1 draws a new seed every run")
+        self.device = ComboBox(label="device", choices=available_devices(), value="auto",
+                               tooltip="auto: CUDA, then Apple MPS, then the CPU")
+        self.scope = RadioButtons(label="scope", choices=[CURRENT_PLANE, WHOLE_LAYER], value=CURRENT_PLANE,
+                                  orientation="horizontal",
+                                  tooltip="stacks: the plane shown by the sliders, or every plane in turn")
+        self.start_button = PushButton(text="Start", tooltip="train on the selected layer")
+        self.stop_button = PushButton(text="Stop", enabled=False, tooltip="stop and keep the best result so far")
+        self.status = Label(value="Select an image layer and press Start.")
+        buttons = Container(widgets=[self.start_button, self.stop_button], layout="horizontal", labels=False)
+        self.extend([self.image, self.method, self.preset, self.max_steps, self.patience, self.seed, self.device,
+                     self.scope, buttons, self.status])
+        self.status.native.setWordWrap(True)
+        self._build_plot()
+        warm_up_torch()
+
+        self.preset.changed.connect(lambda name: setattr(self.patience, "value", PRESETS[name]["patience"]))
+        self.start_button.clicked.connect(lambda: self.start())
+        self.stop_button.clicked.connect(self.stop)
+        self.viewer.layers.events.removed.connect(self._on_layer_removed)
+        self.native.destroyed.connect(self._abandon)
+
+        self.worker = None
+        self.job = None
+        self.input_layer = None
+        self.output_layer = None
+        self._base: tuple = ()
+        self._steps: list[int] = []
+        self._curve: list[float] = []
+        self._plane = -1
+        self._last: object = None
+        self._progress = None
+        self._threads = None
+
+    # ----------------------------------------------------------------- plot
+    def _build_plot(self) -> None:
+        theme = get_theme(self.viewer.theme)
+        self.plot = pg.PlotWidget(background=theme.canvas.as_hex())
+        self.plot.setMinimumHeight(180)
+        self.plot.setLabel("left", "validation PSNR (dB)", color=theme.text.as_hex())
+        self.plot.setLabel("bottom", "step", color=theme.text.as_hex())
+        self.plot.showGrid(x=True, y=True, alpha=0.2)
+        self.curve = self.plot.plot([], [], pen=pg.mkPen(CURVE_COLOUR, width=2), name="validation")
+        self.best_point = pg.ScatterPlotItem(size=10, brush=pg.mkBrush(theme.current.as_hex()), pen=None)
+        self.plot.addItem(self.best_point)
+        self.preview_line = pg.InfiniteLine(angle=0, pen=pg.mkPen(theme.secondary.as_hex(), style=Qt.PenStyle.DashLine),
+                                            label="preview", labelOpts={"position": 0.1,
+                                                                        "color": theme.text.as_hex()})
+        self.preview_line.setVisible(False)
+        self.plot.addItem(self.preview_line)
+        self.native.layout().addWidget(self.plot)
+
+    def _reset_plot(self, plane: int) -> None:
+        self._plane = plane
+        self._steps, self._curve = [], []
+        self.curve.setData([], [])
+        self.best_point.setData([], [])
+        self.preview_line.setVisible(False)
+
+    # ----------------------------------------------------------------- run
+    @property
+    def running(self) -> bool:
+        return self.worker is not None
+
+    def settings(self) -> dict:
+        """The knobs as keyword arguments of :func:`napari_noise2fast.iter_denoise`."""
+        return {
+            "method": self.method.value,
+            "preset": self.preset.value,
+            "patience": self.patience.value,
+            "max_steps": self.max_steps.value or None,
+            "seed": None if self.seed.value < 0 else self.seed.value,
+            "device": self.device.value,
+        }
+
+    def start(self, layer: Image | None = None, settings: dict | None = None, scope: str | None = None):
+        """Start a run on ``layer`` (default: the picked one) with ``settings`` (default: the knobs)."""
+        if self.running:
+            show_info("Noise2Fast is already running; press Stop first.")
+            return None
+        layer = layer if layer is not None else self.image.value
+        if layer is None or not isinstance(layer, Image):
+            show_warning("Noise2Fast: select an image layer first.")
+            return None
+        if layer in self.viewer.layers and self.image.value is not layer:
+            self.image.value = layer
+        settings = dict(self.settings() if settings is None else settings)
+        method = settings.pop("method", "noise2fast")
+        if get_method(method).name != "noise2fast":
+            settings.pop("preset", None)
+            settings.pop("patience", None)
+        try:
+            data, self._base = self._read_input(layer, scope or self.scope.value)
+            self.job = iter_denoise(data, method, output_every=1, **layer_settings(layer), **settings)
+        except (ValueError, MemoryError) as error:
+            show_error(f"Noise2Fast: {error}")
+            return None
+        self.input_layer = layer
+        self.output_layer = self._output_layer(layer, method)
+        self._reset_plot(-1)
+        self._progress = progress(total=self.job.n_planes, desc=f"Noise2Fast on {layer.name}")
+        if self.job.device.type == "cpu":
+            self._threads = torch.get_num_threads()
+            torch.set_num_threads(min(self._threads, gui_threads()))
+        self.worker = create_worker(throttled, self.job, UPDATE_SECONDS)
+        self.worker.yielded.connect(self._on_event)
+        self.worker.errored.connect(self._on_error)
+        self.worker.finished.connect(self._on_finished)
+        self.start_button.enabled = False
+        self.stop_button.enabled = True
+        self.status.value = f"Starting on {layer.name} ({self.job.n_planes} plane(s), device {self.job.device})..."
+        self.worker.start()
+        return self.worker
+
+    def stop(self) -> None:
+        """Stop at the next step; the output layer keeps the best result so far."""
+        if self.worker is not None:
+            self.worker.quit()
+            self.stop_button.enabled = False
+            self.status.value = "Stopping after this step..."
+
+    def _read_input(self, layer: Image, scope: str) -> tuple[np.ndarray, tuple]:
+        """The array to denoise (a copy-free view where possible) and its index in the layer's data."""
+        spatial = layer.data.ndim - (1 if layer.rgb else 0)
+        leading = spatial - 2
+        if scope == WHOLE_LAYER or leading <= 0:
+            return np.asarray(layer.data), ()
+        position = layer.world_to_data(self.viewer.dims.point[-layer.ndim:])
+        base = tuple(int(np.clip(round(position[i]), 0, layer.data.shape[i] - 1)) for i in range(leading))
+        return np.asarray(layer.data[base]), base
+
+    def _output_layer(self, layer: Image, method: str) -> Image:
+        """The output layer ``<input> [Noise2Fast]``: reused when its shape and dtype fit, else created.
+        It starts as a copy of the input (the result of planes not yet denoised)."""
+        meta = output_metadata(layer, method)
+        dtype = self.job.out_dtype
+        existing = self.viewer.layers[meta["name"]] if meta["name"] in self.viewer.layers else None
+        if (isinstance(existing, Image) and existing is not layer and existing.data.shape == layer.data.shape
+                and existing.data.dtype == dtype and isinstance(existing.data, np.ndarray)):
+            existing.scale, existing.translate = meta["scale"], meta["translate"]
+            if "contrast_limits" in meta:
+                existing.contrast_limits = meta["contrast_limits"]
+            return existing
+        initial = self.job.cast(np.asarray(layer.data, dtype=np.float32))
+        return self.viewer.add_image(initial, **meta)
+
+    # ----------------------------------------------------------------- events
+    def _on_event(self, event) -> None:
+        self._last = event
+        if event.output is not None and self.output_layer is not None:
+            location = self._base + self.job.plane_location(event.plane)
+            self.output_layer.data[location] = self.job.cast(event.output)
+            self.output_layer.refresh()
+        if event.plane != self._plane:
+            self._reset_plot(event.plane)
+        if event.step == 0 and not math.isnan(event.val_psnr):
+            self.preview_line.setValue(event.val_psnr)
+            self.preview_line.setVisible(True)
+        elif not math.isnan(event.val_psnr):
+            self._steps.append(event.step)
+            self._curve.append(event.val_psnr)
+            self.curve.setData(self._steps, self._curve)
+            best = int(np.argmax(self._curve))
+            self.best_point.setData([self._steps[best]], [self._curve[best]])
+        self.status.value = self._describe(event)
+        if event.done and self._progress is not None:
+            self._progress.update(1)  # last: napari's progress bar processes pending Qt events here
+
+    def _describe(self, event, ending: str = "") -> str:
+        plane = f"plane {event.plane + 1}/{event.n_planes} · " if event.n_planes > 1 else ""
+        best = f"{event.best_val_psnr:.2f} dB" if math.isfinite(event.best_val_psnr) else "-"
+        text = (f"{plane}step {event.step} · best validation PSNR {best} · {event.elapsed:.1f} s · "
+                f"{event.stage} · device {self.job.device}")
+        return f"{ending}{text}"
+
+    def _on_error(self, error: Exception) -> None:
+        show_error(f"Noise2Fast stopped with an error: {error}")
+
+    def _on_finished(self) -> None:
+        job, event = self.job, self._last
+        stopped = job is not None and job.current is not None
+        if stopped:
+            job.close()
+            if self.output_layer is not None:
+                location = self._base if self._base else ...
+                self.output_layer.data[location] = job.result()
+                self.output_layer.refresh()
+        if event is not None:
+            if stopped:
+                ending = f"Stopped at step {event.step}: output holds the best result so far. "
+            else:
+                ending = f"Done ({event.stop_reason}): "
+            self.status.value = self._describe(event, ending)
+        self._release()
+
+    def _release(self) -> None:
+        if self._threads is not None:
+            torch.set_num_threads(self._threads)
+            self._threads = None
+        if self._progress is not None:
+            self._progress.close()
+            self._progress = None
+        self.worker = None
+        self.start_button.enabled = True
+        self.stop_button.enabled = False
+
+    def _on_layer_removed(self, event) -> None:
+        if self.worker is not None and event.value is self.input_layer:
+            self.worker.quit()
+            self.status.value = "Input layer removed: stopping."
+
+    def _abandon(self, *_) -> None:
+        """The widget is being destroyed (viewer closed): stop the worker and let it end."""
+        worker = self.__dict__.get("worker")
+        if worker is not None:
+            for signal in (worker.yielded, worker.finished, worker.errored):
+                try:
+                    signal.disconnect()
+                except (TypeError, RuntimeError):
+                    pass
+            worker.quit()
+        if self.__dict__.get("_threads") is not None:
+            torch.set_num_threads(self._threads)
