@@ -108,6 +108,7 @@ class Noise2FastWidget(Container):
         self.extend([self.image, self.method, self.preset, self.max_steps, self.patience, self.seed, self.device,
                      self.scope, buttons, self.status])
         self.status.native.setWordWrap(True)
+        self.native.setMaximumWidth(560)  # leave the canvas most of the window
         self._build_plot()
         warm_up_torch()
 
