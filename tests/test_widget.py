@@ -40,6 +40,15 @@ def wait_done(qtbot, widget):
     qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
 
 
+def start_long_run(qtbot, widget, layer, steps_first: int) -> list[int]:
+    """Start a run that would not stop by itself; return once ``steps_first`` events arrived."""
+    widget.patience.value = 100_000
+    steps = []
+    widget.start(layer).yielded.connect(lambda event: steps.append(event.step))
+    qtbot.waitUntil(lambda: len(steps) > steps_first, timeout=TIMEOUT_MS)
+    return steps
+
+
 def test_widget_docks_from_manifest_and_follows_layers(viewer, docked):
     assert isinstance(docked, _widget.Noise2FastWidget)
     assert list(docked.image.choices) == []
@@ -91,11 +100,7 @@ def test_second_run_updates_the_same_output_layer(qtbot, viewer, docked):
 
 def test_stop_keeps_best_output_and_says_where(qtbot, viewer, docked):
     layer = viewer.add_image(small_cell(64), name="cell")
-    docked.patience.value = 100_000
-    worker = docked.start(layer)
-    steps = []
-    worker.yielded.connect(lambda event: steps.append(event.step))
-    qtbot.waitUntil(lambda: len(steps) > 25, timeout=TIMEOUT_MS)
+    steps = start_long_run(qtbot, docked, layer, 25)
     docked.stop()
     wait_done(qtbot, docked)
     assert steps[-1] < 1000
@@ -117,11 +122,7 @@ def test_bad_start_notifies_instead_of_raising(monkeypatch, viewer, docked):
 
 def test_removing_the_input_layer_mid_run_stops_cleanly(qtbot, viewer, docked):
     layer = viewer.add_image(small_cell(64), name="cell")
-    docked.patience.value = 100_000
-    worker = docked.start(layer)
-    steps = []
-    worker.yielded.connect(lambda event: steps.append(event.step))
-    qtbot.waitUntil(lambda: len(steps) > 3, timeout=TIMEOUT_MS)
+    steps = start_long_run(qtbot, docked, layer, 3)
     viewer.layers.remove(layer)
     wait_done(qtbot, docked)
     assert docked.worker is None and steps[-1] < 1000
@@ -132,12 +133,7 @@ def test_closing_the_viewer_mid_run_leaves_no_thread(qtbot, make_napari_viewer):
 
     viewer = make_napari_viewer()
     _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
-    layer = viewer.add_image(small_cell(64), name="cell")
-    widget.patience.value = 100_000
-    worker = widget.start(layer)
-    steps = []
-    worker.yielded.connect(lambda event: steps.append(event.step))
-    qtbot.waitUntil(lambda: len(steps) > 3, timeout=TIMEOUT_MS)
+    start_long_run(qtbot, widget, viewer.add_image(small_cell(64), name="cell"), 3)
     viewer.close()
     assert QThreadPool.globalInstance().waitForDone(30_000)
     assert QThreadPool.globalInstance().activeThreadCount() == 0

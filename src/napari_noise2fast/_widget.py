@@ -25,7 +25,7 @@ from qtpy.QtCore import Qt
 
 from napari_noise2fast.api import iter_denoise
 from napari_noise2fast.layers import layer_settings, output_metadata
-from napari_noise2fast.methods import METHODS, get_method
+from napari_noise2fast.methods import METHODS
 from napari_noise2fast.methods.noise2fast import PRESETS
 
 CURRENT_PLANE, WHOLE_LAYER = "current plane", "whole layer"
@@ -184,9 +184,6 @@ class Noise2FastWidget(Container):
             self.image.value = layer
         settings = dict(self.settings() if settings is None else settings)
         method = settings.pop("method", "noise2fast")
-        if get_method(method).name != "noise2fast":
-            settings.pop("preset", None)
-            settings.pop("patience", None)
         try:
             data, self._base = self._read_input(layer, scope or self.scope.value)
             self.job = iter_denoise(data, method, output_every=1, **layer_settings(layer), **settings)
