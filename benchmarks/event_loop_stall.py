@@ -19,7 +19,6 @@ from pathlib import Path
 import napari
 import numpy as np
 import tifffile
-import torch
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QApplication
 
@@ -76,7 +75,7 @@ def measure(viewer, noisy: np.ndarray, seconds: float, threads: int | None) -> d
         time.sleep(0.01)
     timer.stop()
     viewer.layers.clear()
-    return {"gaps": gaps, "steps": steps, "threads": torch.get_num_threads() if threads is None else threads}
+    return {"gaps": gaps, "steps": steps}
 
 
 def main() -> None:

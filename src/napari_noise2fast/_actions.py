@@ -10,8 +10,9 @@ from napari.layers import Image
 from napari.utils.notifications import show_warning
 from napari.viewer import Viewer
 
+from napari_noise2fast._widget import DEFAULTS, WHOLE_LAYER
+
 PLUGIN, WIDGET = "napari-noise2fast", "Noise2Fast"
-DEFAULTS = {"method": "noise2fast", "preset": "fast", "max_steps": None, "seed": 0, "device": "auto"}
 
 
 def open_widget(viewer: Viewer):
@@ -27,4 +28,4 @@ def denoise_with_defaults(viewer: Viewer, layer: Image | None = None):
         show_warning("Noise2Fast: select an image layer first.")
         return None
     widget = open_widget(viewer)
-    return widget.start(layer, settings=DEFAULTS, scope="whole layer")
+    return widget.start(layer, settings=DEFAULTS, scope=WHOLE_LAYER)

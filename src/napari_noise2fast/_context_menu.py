@@ -15,12 +15,6 @@ TITLE = "Denoise with Noise2Fast"
 logger = logging.getLogger(__name__)
 
 
-def _denoise_active_layer(viewer) -> None:
-    from napari_noise2fast._actions import denoise_with_defaults
-
-    denoise_with_defaults(viewer)
-
-
 def register() -> bool:
     """Add the action to the layer context menu once; False (and a debug log) if napari does not allow it."""
     try:
@@ -34,7 +28,9 @@ def register() -> bool:
             return True
 
         def callback(viewer: Viewer) -> None:
-            _denoise_active_layer(viewer)
+            from napari_noise2fast._actions import denoise_with_defaults  # Qt only when the action runs
+
+            denoise_with_defaults(viewer)
 
         app.register_action(Action(
             id=ACTION_ID,

@@ -29,6 +29,8 @@ from napari_noise2fast.methods import METHODS
 from napari_noise2fast.methods.noise2fast import PRESETS
 
 CURRENT_PLANE, WHOLE_LAYER = "current plane", "whole layer"
+# the knobs' initial values, and what the one-click menu actions run with
+DEFAULTS = {"method": "noise2fast", "preset": "fast", "max_steps": None, "seed": 0, "device": "auto"}
 UPDATE_SECONDS = 0.5  # at most two output-layer redraws a second while training
 CURVE_COLOUR = "#f0a030"  # readable on the dark and the light theme
 
@@ -87,16 +89,16 @@ class Noise2FastWidget(Container):
         self.image = create_widget(annotation=Image, label="image", options={"tooltip": "the noisy image layer"})
         self.method = ComboBox(label="method", choices=[(cls.display_name, name) for name, cls in METHODS.items()],
                                tooltip="the zero-shot denoiser to train")
-        self.preset = ComboBox(label="preset", choices=list(PRESETS), value="fast",
+        self.preset = ComboBox(label="preset", choices=list(PRESETS), value=DEFAULTS["preset"],
                                tooltip="fast: about 8x quicker on a CPU at the same PSNR; "
                                        "reference: the published code's settings")
         self.max_steps = SpinBox(label="max steps", value=0, min=0, max=1_000_000,
                                  tooltip="cap on training steps per plane; 0 lets validation decide when to stop")
-        self.patience = SpinBox(label="patience", value=PRESETS["fast"]["patience"], min=0, max=100_000,
+        self.patience = SpinBox(label="patience", value=PRESETS[DEFAULTS["preset"]]["patience"], min=0, max=100_000,
                                 tooltip="stop after this many steps without a better validation PSNR")
-        self.seed = SpinBox(label="seed", value=0, min=-1, max=2**31 - 1,
+        self.seed = SpinBox(label="seed", value=DEFAULTS["seed"], min=-1, max=2**31 - 1,
                             tooltip="same seed, same result on the CPU; -1 draws a new seed every run")
-        self.device = ComboBox(label="device", choices=available_devices(), value="auto",
+        self.device = ComboBox(label="device", choices=available_devices(), value=DEFAULTS["device"],
                                tooltip="auto: CUDA, then Apple MPS, then the CPU")
         self.scope = RadioButtons(label="scope", choices=[CURRENT_PLANE, WHOLE_LAYER], value=CURRENT_PLANE,
                                   orientation="horizontal",
@@ -236,8 +238,7 @@ class Noise2FastWidget(Container):
             if "contrast_limits" in meta:
                 existing.contrast_limits = meta["contrast_limits"]
             return existing
-        initial = self.job.cast(np.asarray(layer.data, dtype=np.float32))
-        return self.viewer.add_image(initial, **meta)
+        return self.viewer.add_image(np.array(layer.data, dtype=dtype), **meta)
 
     # ----------------------------------------------------------------- events
     def _on_event(self, event) -> None:
