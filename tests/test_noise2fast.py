@@ -114,7 +114,8 @@ def test_flat_average_restarts_once_at_low_learning_rate():
 
 def test_seed_makes_runs_repeatable():
     noisy = np.random.default_rng(2).normal(50, 10, (20, 20)).astype(np.float32)
-    first, second, other = (iter_denoise(noisy, seed=s, device="cpu", max_steps=10, preview=False) for s in (7, 7, 8))
+    first, second, other = (iter_denoise(noisy, seed=s, device="cpu", max_steps=10, preview=False, validate_every=2)
+                            for s in (7, 7, 8))
     for job in (first, second, other):
         list(job)
     np.testing.assert_array_equal(first.result(), second.result())
@@ -200,5 +201,75 @@ def test_reference_preset_settings_are_the_published_ones():
     assert method.settings == {
         "patience": 100, "window": 105, "learning_rate": 1e-3, "restart_learning_rate": 5e-6, "width": 64,
         "validate_every": 1, "average": "outputs", "precision": "float32", "channels_last": False,
+        "warm_start": False, "warm_patience": 100,
     }
     assert method.compute_dtype == torch.float32 and method.averaged is None
+
+
+def test_fast_preset_settings_are_the_documented_ones():
+    method = Noise2Fast(torch.rand(1, 1, 12, 12), rng=np.random.default_rng(0), level=1 / 255)
+    assert method.settings == {
+        "patience": 50, "window": 105, "learning_rate": 1e-3, "restart_learning_rate": 5e-6, "width": 64,
+        "validate_every": 10, "average": "weights", "precision": "auto", "channels_last": True,
+        "warm_start": True, "warm_patience": 20,
+    }
+    assert method.patience == 50 and method.carry() is None
+
+
+def test_warm_start_begins_from_the_carried_weights_and_validates_them_first():
+    noisy = torch.rand(1, 1, 16, 16)
+    first = Noise2Fast(noisy, rng=np.random.default_rng(0), level=1 / 255, window=9, validate_every=10)
+    for _ in range(20):
+        first.step()
+    carried = first.carry()
+    assert carried is not None and first.best_mse < float("inf")
+    for name, value in first.network.state_dict().items():
+        torch.testing.assert_close(carried["network"][name], value)
+    first.step()  # what was carried is a copy, not the live weights
+    assert not torch.equal(carried["network"]["0.weight"], first.network[0].weight)
+    second = Noise2Fast(noisy, rng=np.random.default_rng(1), level=1 / 255, window=9, validate_every=10, warm=carried)
+    assert second.warm_started
+    for network, state in ((second.network, carried["network"]), (second.averaged, carried["best"])):
+        for name, value in network.state_dict().items():
+            torch.testing.assert_close(value, state[name])
+    assert second.optimizer.state_dict()["state"][0]["step"] == 20  # Adam goes on where it was
+    assert second.optimizer.param_groups[0]["lr"] == 1e-3
+    assert second.patience == 20
+    # validated before any step: the carried weights' own score and output are the best so far
+    assert second.initial_mse == second.best_mse
+    with torch.no_grad():
+        expected = torch.sigmoid(second.averaged(noisy))[0, 0]
+    torch.testing.assert_close(second.best_output, expected, atol=2e-2, rtol=0)  # bfloat16 on AMX CPUs
+    # the average is exponential at once (2 / (window + 1)), no running-mean start
+    before = [p.detach().clone() for p in second.averaged.parameters()]
+    second.step()
+    for average, old, current in zip(second.averaged.parameters(), before, second.network.parameters(), strict=True):
+        torch.testing.assert_close(average, old + 0.2 * (current.detach() - old))
+
+
+def test_reference_preset_ignores_a_carried_state():
+    noisy = torch.rand(1, 1, 12, 12)
+    first = Noise2Fast(noisy, rng=np.random.default_rng(0), level=1 / 255, validate_every=1)
+    first.step()
+    carried = first.carry()
+    method = Noise2Fast(noisy, rng=np.random.default_rng(0), level=1 / 255, preset="reference", warm=carried)
+    assert not method.warm_started and method.patience == 100 and method.initial_mse is None
+    assert not torch.equal(method.network[0].weight, carried["network"]["0.weight"].contiguous())
+
+
+def test_stack_planes_after_the_first_are_warm_started_and_stop_on_warm_patience(set12_05_crop):
+    noisy, clean = set12_05_crop
+    stack = np.stack([noisy, noisy[::-1]])  # two planes alike but not equal
+    job = iter_denoise(stack, seed=0, device="cpu", max_steps=1500, preview=False)
+    events = list(job)
+    planes = [[e for e in events if e.plane == p] for p in (0, 1)]
+    assert [p[-1].stop_reason for p in planes] == ["patience", "patience"]
+    # plane 1: best score (carried weights validated at step 0, or a later validation), then > 20 steps without
+    validated = [(0, planes[1][0].best_val_psnr if np.isnan(planes[1][0].val_psnr) else -np.inf)]
+    validated += [(e.step, e.val_psnr) for e in planes[1] if not np.isnan(e.val_psnr)]
+    best_step = max(validated, key=lambda item: item[1])[0]
+    assert planes[1][-1].step == best_step + 30  # warm patience 20, validation every 10
+    assert planes[1][-1].step < planes[0][-1].step
+    result = job.result()
+    for plane, expected_clean in zip(result, (clean, clean[::-1]), strict=True):
+        assert psnr(expected_clean, plane) > psnr(expected_clean, noisy) + 5.0

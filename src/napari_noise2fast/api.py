@@ -116,16 +116,18 @@ class DenoiseJob:
         return self._run_kwargs["device"]
 
     def _events(self) -> Iterator[Event]:
+        warm = None
         for index, plane in enumerate(self._planes):
             self.current = PlaneRun(
                 plane, self._method, seed=self._seeds[index], is_integer=self._is_integer,
-                plane_index=index, n_planes=self.n_planes, **self._run_kwargs,
+                plane_index=index, n_planes=self.n_planes, warm=warm, **self._run_kwargs,
             )
             for event in self.current:
                 if event.done:
                     self._results[index] = event.output
                     self._done[index] = True
                 yield event
+            warm = self.current.carry() or warm
         self.current = None
 
     def plane_location(self, index: int) -> tuple:

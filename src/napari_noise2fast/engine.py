@@ -74,15 +74,19 @@ class Method(ABC):
     already on the compute device. ``rng`` drives every random choice, so a
     seeded run is repeatable. ``level`` is one intensity level of the input in
     normalised units (used by rules stated in the original intensity scale).
+    ``warm`` is what :meth:`carry` of the previous plane of the same job
+    returned (None for the first plane); a method may start from it.
     """
 
     name: ClassVar[str]
     display_name: ClassVar[str]
 
-    def __init__(self, noisy: torch.Tensor, *, rng: np.random.Generator, level: float):
+    def __init__(self, noisy: torch.Tensor, *, rng: np.random.Generator, level: float, warm=None):
         self.noisy = noisy
         self.rng = rng
         self.level = level
+        self.warm = warm
+        self.initial_mse: float | None = None  # a validation before any step (e.g. of warm weights)
         self.stop_reason: str | None = None
 
     @classmethod
@@ -103,6 +107,10 @@ class Method(ABC):
     @abstractmethod
     def result(self) -> torch.Tensor:
         """The method's own output rule applied to what it has so far."""
+
+    def carry(self):
+        """What the next plane of the same job may start from (``warm``); None: nothing."""
+        return None
 
 
 def mse_to_psnr(mse: float) -> float:
@@ -153,6 +161,8 @@ class PlaneRun:
         First yield a step-0 event with a calibrated Gaussian estimate (stage
         ``"preview"``), and let :meth:`preview` and :meth:`result` return it
         until the method's best validation PSNR beats the preview's.
+    warm : object, optional
+        Passed to the method: what the previous plane's method carried over.
     **params
         Keyword arguments of the method.
     """
@@ -170,6 +180,7 @@ class PlaneRun:
         plane_index: int = 0,
         n_planes: int = 1,
         preview: bool = True,
+        warm=None,
         **params,
     ):
         if plane.ndim != 2:
@@ -179,6 +190,7 @@ class PlaneRun:
         self.device = resolve_device(device)
         self.method_cls = method
         self.params = params
+        self.warm = warm
         self.max_steps = max_steps
         self.output_every = output_every
         self.plane_index = plane_index
@@ -246,7 +258,9 @@ class PlaneRun:
                 self._preview_psnr = mse_to_psnr(loss)
                 yield self._event(self._preview_psnr, with_output=True)
             noisy = torch.from_numpy(self._normalised).to(self.device)[None, None]
-            self.model = self.method_cls(noisy, rng=self.rng, level=self.level, **self.params)
+            self.model = self.method_cls(noisy, rng=self.rng, level=self.level, warm=self.warm, **self.params)
+            if self.model.initial_mse is not None:
+                self.best_val_psnr = max(self.best_val_psnr, mse_to_psnr(self.model.initial_mse))
             while True:
                 mse = self.model.step()
                 val_psnr = math.nan if mse is None else mse_to_psnr(mse)
@@ -270,6 +284,12 @@ class PlaneRun:
         """Mark the run as cancelled; :meth:`result` keeps what was learned."""
         if self.stop_reason is None:
             self.stop_reason = "cancelled"
+
+    def carry(self):
+        """What the next plane may start from: the method's :meth:`Method.carry` of a finished run, else None."""
+        if self.model is None or self.stop_reason in (None, "cancelled", "constant"):
+            return None
+        return self.model.carry()
 
     def _current(self, method_output) -> np.ndarray:
         if self.stage == PREVIEW:

@@ -30,13 +30,16 @@ REFERENCE = {
     "average": "outputs",
     "precision": "float32",
     "channels_last": False,
+    "warm_start": False,
+    "warm_patience": 100,
 }
 PRESETS: dict[str, dict] = {
     "reference": REFERENCE,
-    # Provisional (see benchmarks/RESULTS.md): same network and pairs, validated every 10 steps on
-    # an averaged copy of the weights, bfloat16 where the hardware runs it fast, shorter patience.
+    # See benchmarks/RESULTS.md (ablation): same network and pairs, validated every 10 steps on an
+    # averaged copy of the weights, bfloat16 where the hardware runs it fast, channels-last, shorter
+    # patience; the planes of a stack after the first go on from the one before.
     "fast": {**REFERENCE, "patience": 50, "validate_every": 10, "average": "weights", "precision": "auto",
-             "channels_last": True},
+             "channels_last": True, "warm_start": True, "warm_patience": 20},
 }
 AVERAGES = ("outputs", "weights")
 PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -118,6 +121,15 @@ class Noise2Fast(Method):
         outputs stay float32.
     channels_last : bool
         Use the channels-last memory layout (faster convolutions on CPUs).
+    warm_start : bool
+        On every plane of a stack after the first, go on from where the previous
+        plane stopped: its training weights and Adam's state carry over, and
+        with ``average="weights"`` the average starts from the previous plane's
+        best-validated average (validated on the new plane before any step) and
+        is exponential at once. Such planes stop after ``warm_patience``
+        instead of ``patience``.
+    warm_patience : int
+        The patience of warm-started planes.
     """
 
     name = "noise2fast"
@@ -135,14 +147,14 @@ class Noise2Fast(Method):
                 f"known: {sorted(PRESETS[preset])}"
             )
         settings = {**PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}}
-        if (settings["patience"] < 0 or settings["window"] < 1 or settings["learning_rate"] <= 0
+        if (settings["patience"] < 0 or settings["warm_patience"] < 0 or settings["window"] < 1 or settings["learning_rate"] <= 0
                 or settings["validate_every"] < 1 or settings["average"] not in AVERAGES
                 or settings["precision"] not in {"auto", *PRECISIONS}):
             raise ValueError(f"invalid Noise2Fast settings: {settings}")
         return settings
 
-    def __init__(self, noisy, *, rng, level, **params):
-        super().__init__(noisy, rng=rng, level=level)
+    def __init__(self, noisy, *, rng, level, warm=None, **params):
+        super().__init__(noisy, rng=rng, level=level, warm=warm)
         self.settings = settings = self.check_params(**params)
         precision = settings["precision"]
         self.compute_dtype = fast_dtype(noisy.device) if precision == "auto" else PRECISIONS[precision]
@@ -151,16 +163,34 @@ class Noise2Fast(Method):
         self.pairs = [(source.contiguous(memory_format=self.memory_format), target)
                       for source, target in chequerboard_pairs(noisy)]
         self.restarted = False
+        self.warm_started = settings["warm_start"] and self.warm is not None
+        self.patience = settings["warm_patience"] if self.warm_started else settings["patience"]
+        self.best_state: dict[str, torch.Tensor] | None = None
         self._start(settings["learning_rate"])
+        if self.warm_started:
+            self.initial_mse, _ = self._validate()
+
+    @property
+    def _from_warm(self) -> bool:
+        """Whether the weights in training came from the previous plane (not a restart)."""
+        return self.warm_started and not self.restarted
 
     def _start(self, learning_rate: float) -> None:
         seed = int(self.rng.integers(2**63))
         self.network = seeded_module(lambda: noise2fast_network(self.settings["width"]), seed)
+        if self._from_warm:
+            self.network.load_state_dict(self.warm["network"])
         self.network.to(self.noisy.device, memory_format=self.memory_format)
         self.optimizer = torch.optim.Adam(self.network.parameters(), lr=learning_rate)
+        if self._from_warm:
+            self.optimizer.load_state_dict(self.warm["optimizer"])
+            for group in self.optimizer.param_groups:
+                group["lr"] = learning_rate
         self.averaged = None
         if self.settings["average"] == "weights":
             self.averaged = copy.deepcopy(self.network).requires_grad_(False)
+            if self._from_warm:
+                self.averaged.load_state_dict(self.warm["best"])
             self._average_pairs = (list(self.averaged.parameters()), list(self.network.parameters()))
         self.outputs: deque[torch.Tensor] = deque(maxlen=self.settings["window"])
         self.best_mse = float("inf")
@@ -176,7 +206,9 @@ class Noise2Fast(Method):
     def _update_average(self) -> None:
         """Running mean of the weights, then (past ``(window + 1) / 2`` steps) an exponential
         moving average whose centre of mass is ``window`` steps: no bias towards the initial weights."""
-        weight = max(2.0 / (self.settings["window"] + 1), 1.0 / self.steps)
+        weight = 2.0 / (self.settings["window"] + 1)
+        if not self._from_warm:
+            weight = max(weight, 1.0 / self.steps)
         with torch.no_grad():
             torch._foreach_lerp_(*self._average_pairs, weight)
 
@@ -194,19 +226,37 @@ class Noise2Fast(Method):
         every = self.settings["validate_every"]
         if self.steps % every:
             return None
+        mse, improved = self._validate()
+        if not improved:
+            self.since_best += every
+        if self.since_best > self.patience:
+            self._finish_or_restart()
+        return mse
+
+    def _validate(self) -> tuple[float, bool]:
+        """Validate the current (averaged) network on the whole plane; keep its output if best.
+
+        Returns the validation MSE and whether it was the best so far."""
+        validator = self.network if self.averaged is None else self.averaged
         with torch.inference_mode(), self._autocast():
-            validator = self.network if self.averaged is None else self.averaged
             output = torch.sigmoid(validator(self.noisy).float())[0, 0].contiguous()
             mse = torch.mean((output - self.noisy[0, 0]) ** 2).item()
         if self.averaged is None:
             self.outputs.append(output)
         if mse < self.best_mse:
             self.best_mse, self.best_output, self.since_best = mse, output, 0
-        else:
-            self.since_best += every
-        if self.since_best > self.settings["patience"]:
-            self._finish_or_restart()
-        return mse
+            if self.settings["warm_start"]:
+                self.best_state = {name: value.detach().clone() for name, value in validator.state_dict().items()}
+            return mse, True
+        return mse, False
+
+    def carry(self) -> dict[str, dict] | None:
+        """For the next plane of a stack (with ``warm_start``): the best-validated weights
+        (``"best"``), the training network's weights and Adam's state as they are now."""
+        if self.best_state is None:
+            return None
+        return {"best": self.best_state, "network": copy.deepcopy(self.network.state_dict()),
+                "optimizer": copy.deepcopy(self.optimizer.state_dict())}
 
     def _finish_or_restart(self) -> None:
         restart_lr = self.settings["restart_learning_rate"]
