@@ -26,10 +26,10 @@ from pathlib import Path
 
 import tifffile
 import torch
-from run_benchmark import DEFAULT_DATA, SET12, CONFOCAL, expand, image_paths, psnr_ssim, run_one
 from skimage.io import imread
 
 from napari_noise2fast.methods.noise2fast import PRESETS
+from run_benchmark import CONFOCAL, DEFAULT_DATA, SET12, expand, image_paths, psnr_ssim, run_one
 
 PRESET_ORDER = ("fast", "reference")
 COLUMNS = ["image", "preset", "size", "noisy_psnr", "psnr", "ssim", "steps", "seconds", "stop", "threads",

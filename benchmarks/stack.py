@@ -25,9 +25,9 @@ from pathlib import Path
 import numpy as np
 import tifffile
 import torch
-from run_benchmark import DEFAULT_DATA, image_paths, psnr_ssim
 
 from napari_noise2fast import iter_denoise
+from run_benchmark import DEFAULT_DATA, image_paths, psnr_ssim
 
 
 def fit_noise(noisy: np.ndarray, clean: np.ndarray, bins: int = 32) -> tuple[float, float]:
@@ -91,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
         result, steps, seconds = run(stack, args.seed, **params)
         psnrs = [psnr_ssim(c, r)[0] for c, r in zip(cleans, result, strict=True)]
         runs[label] = (psnrs, steps, seconds)
-        print(f"{label}: median PSNR {statistics.median(psnrs):.2f} dB, {sum(steps)} steps, {seconds:.1f} s", flush=True)
+        print(f"{label}: median PSNR {statistics.median(psnrs):.2f} dB, {sum(steps)} steps, {seconds:.1f} s",
+              flush=True)
     print("\n| plane | offset (y, x) | noisy PSNR | independent PSNR | warm PSNR | independent steps | warm steps |")
     print("|---|---|---|---|---|---|---|")
     for k in range(args.planes):

@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 from napari_noise2fast.engine import Method
+from napari_noise2fast.methods.calibrated import Calibrated
 from napari_noise2fast.methods.noise2fast import Noise2Fast
+from napari_noise2fast.methods.noise2self import Noise2Self
+from napari_noise2fast.methods.noise2void import Noise2Void
+from napari_noise2fast.methods.self2self import Self2Self
+from napari_noise2fast.methods.zs_n2n import ZeroShotNoise2Noise
 
-METHODS: dict[str, type[Method]] = {Noise2Fast.name: Noise2Fast}
+METHODS: dict[str, type[Method]] = {
+    cls.name: cls for cls in (Noise2Fast, Self2Self, ZeroShotNoise2Noise, Noise2Self, Noise2Void, Calibrated)
+}
 
 
 def get_method(name: str) -> type[Method]:

@@ -1,0 +1,98 @@
+"""What the trained comparison methods share: precision, step budget, reporting cadence."""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from napari_noise2fast.devices import fast_dtype
+from napari_noise2fast.engine import Method, seeded_module
+
+PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def compute_dtype(device: torch.device, precision: str) -> torch.dtype:
+    """``"auto"``: bfloat16 where the hardware runs it fast (see :func:`fast_dtype`), else float32."""
+    if precision == "auto":
+        return fast_dtype(device)
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be 'auto', 'float32' or 'bfloat16', got {precision!r}")
+    return PRECISIONS[precision]
+
+
+def autocast(device: torch.device, dtype: torch.dtype):
+    """Autocast to ``dtype`` on ``device``, or nothing for float32."""
+    if dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
+
+
+class TrainedMethod(Method):
+    """A network trained for a fixed budget of ``steps``, scored every ``report_every`` steps.
+
+    Subclasses set ``DEFAULTS`` (which must hold ``steps``, ``report_every``,
+    ``learning_rate`` and ``precision``), build ``self.network`` in
+    :meth:`build`, and implement :meth:`train_step` (one optimiser step; returns
+    nothing) and :meth:`report` (the validation MSE of the current state, and
+    the output to keep if it is the best so far).
+    """
+
+    DEFAULTS: dict = {}
+
+    @classmethod
+    def check_params(cls, **params) -> dict:
+        unknown = set(params) - set(cls.DEFAULTS)
+        if unknown:
+            raise ValueError(f"unknown {cls.name} parameter(s) {sorted(unknown)}; known: {sorted(cls.DEFAULTS)}")
+        settings = {**cls.DEFAULTS, **{k: v for k, v in params.items() if v is not None}}
+        if settings["steps"] < 1 or settings["report_every"] < 1 or settings["learning_rate"] <= 0:
+            raise ValueError(f"invalid {cls.name} settings: {settings}")
+        compute_dtype(torch.device("cpu"), settings["precision"])  # raises for an unknown precision
+        return settings
+
+    def __init__(self, noisy, *, rng, level, warm=None, **params):
+        super().__init__(noisy, rng=rng, level=level, warm=warm)
+        self.settings = self.check_params(**params)
+        self.compute_dtype = compute_dtype(noisy.device, self.settings["precision"])
+        self.network = seeded_module(self.build, int(rng.integers(2**63))).to(noisy.device)
+        self.optimizer = torch.optim.Adam(self.network.parameters(), lr=self.settings["learning_rate"])
+        self.steps = 0
+        self.best_mse = float("inf")
+        self.best_output = noisy[0, 0]
+
+    def build(self) -> torch.nn.Module:
+        raise NotImplementedError
+
+    def autocast(self):
+        return autocast(self.noisy.device, self.compute_dtype)
+
+    def train_step(self) -> None:
+        raise NotImplementedError
+
+    def report(self) -> tuple[float, torch.Tensor]:
+        raise NotImplementedError
+
+    def step(self) -> float | None:
+        self.network.train()
+        self.train_step()
+        self.steps += 1
+        last = self.steps >= self.settings["steps"]
+        if self.steps % self.settings["report_every"] and not last:
+            return None
+        self.network.eval()
+        with torch.inference_mode():
+            mse, output = self.report()
+        if mse < self.best_mse or self.keeps_last:
+            self.best_mse, self.best_output = min(mse, self.best_mse), output.float()
+        if last:
+            self.stop_reason = "budget"
+        return mse
+
+    keeps_last = False  # True: the output is the latest report's, not the best-scored one
+
+    def preview(self) -> torch.Tensor:
+        return self.best_output
+
+    def result(self) -> torch.Tensor:
+        return self.best_output
