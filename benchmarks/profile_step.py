@@ -106,15 +106,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--presets", default="reference,fast")
+    parser.add_argument("--presets", default="reference,fast,fast:float32",
+                        help="presets, each optionally with :precision")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"# {args.size}x{args.size}, threads={torch.get_num_threads()}, torch={torch.__version__}, "
           f"medians of {args.repeats}")
     noisy = torch.from_numpy(np.random.default_rng(0).random((1, 1, args.size, args.size), dtype=np.float32))
-    for preset in args.presets.split(","):
-        method = Noise2Fast(noisy, rng=np.random.default_rng(0), level=1 / 255, preset=preset)
+    for spec in args.presets.split(","):
+        preset, _, precision = spec.partition(":")  # e.g. "fast:float32", as on a CPU without AMX
+        method = Noise2Fast(noisy, rng=np.random.default_rng(0), level=1 / 255, preset=preset,
+                            precision=precision or None)
         every = method.settings["validate_every"]
         peak = max(conv_throughput(args.size, method.compute_dtype, layout, args.repeats)
                    for layout in (torch.contiguous_format, torch.channels_last))
@@ -123,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
                     for name, seconds, _ in parts}
         step_seconds = sum(per_step.values())
         step_flops = sum(f / every if name.startswith("validation") else f for name, _, f in parts)
-        print(f"\n## preset {preset}: {method.compute_dtype}, "
+        print(f"\n## preset {spec}: {method.compute_dtype}, "
               f"{'channels-last' if method.settings['channels_last'] else 'contiguous'}, validation every {every}")
         print("| part | ms per call | GFLOP per call | GFLOP/s | ms per step | share |")
         print("|---|---|---|---|---|---|")

@@ -1,11 +1,16 @@
-"""The README screenshot: the sample denoised to the end in the dock widget (run under xvfb-run).
+"""The README screenshots (run under xvfb-run).
 
     xvfb-run -a -s "-screen 0 1600x1000x24" python benchmarks/screenshot.py docs/widget.png
+    xvfb-run -a -s "-screen 0 1600x1000x24" python benchmarks/screenshot.py docs/compare.png --compare
+
+The first: the sample denoised to the end in the Noise2Fast dock. The second: the
+comparison dock on the sample with its clean version as the reference layer
+(Noise2Fast, the calibrated classical filters, ZS-N2N at 1,000 steps).
 """
 
 from __future__ import annotations
 
-import sys
+import argparse
 import time
 
 import napari
@@ -13,24 +18,42 @@ from qtpy.QtWidgets import QApplication
 from skimage.io import imsave
 
 
-def main(path: str) -> None:
-    viewer = napari.Viewer()
-    viewer.window.resize(1400, 900)
-    viewer.open_sample("napari-noise2fast", "noisy_cell")
-    _, widget = viewer.window.add_plugin_dock_widget("napari-noise2fast", "Noise2Fast")
-    widget.start(viewer.layers["noisy cell"])
-    app = QApplication.instance()
+def wait(app, widget) -> None:
     while widget.running:
         app.processEvents()
         time.sleep(0.01)
-    viewer.layers["noisy cell"].visible = False
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("path", nargs="?", default="widget.png")
+    parser.add_argument("--compare", action="store_true")
+    args = parser.parse_args()
+    app = QApplication.instance() or QApplication([])
+    viewer = napari.Viewer()
+    viewer.window.resize(1500, 1000)
+    viewer.open_sample("napari-noise2fast", "noisy_cell")
+    if args.compare:
+        viewer.open_sample("napari-noise2fast", "clean_cell")
+        _, widget = viewer.window.add_plugin_dock_widget("napari-noise2fast", "Compare denoisers")
+        widget.start(viewer.layers["noisy cell"], methods=["noise2fast", "calibrated", "zs-n2n"],
+                     reference=viewer.layers["clean cell"], params={"zs-n2n": {"steps": 1000}})
+        wait(app, widget)
+        for layer in viewer.layers:
+            layer.visible = layer.name == "noisy cell [Noise2Fast]"
+        print(widget.comparison.table())
+    else:
+        _, widget = viewer.window.add_plugin_dock_widget("napari-noise2fast", "Noise2Fast")
+        widget.start(viewer.layers["noisy cell"])
+        wait(app, widget)
+        viewer.layers["noisy cell"].visible = False
+        print(widget.status.value)
     viewer.reset_view()
     for _ in range(50):
         app.processEvents()
-    imsave(path, viewer.screenshot(canvas_only=False, flash=False), check_contrast=False)
-    print(widget.status.value)
+    imsave(args.path, viewer.screenshot(canvas_only=False, flash=False), check_contrast=False)
     viewer.close()
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "widget.png")
+    main()

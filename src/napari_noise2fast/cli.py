@@ -3,6 +3,7 @@
     noise2fast image.tif                 # writes image_N2F.tif beside it
     noise2fast folder/ --output results/ # every .tif/.tiff in folder
     noise2fast --sample                  # the bundled sample, with PSNR against its clean version
+    noise2fast compare image.tif --methods noise2fast,calibrated,zs-n2n --reference clean.tif
 """
 
 from __future__ import annotations
@@ -131,7 +132,82 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def build_compare_parser() -> argparse.ArgumentParser:
+    from napari_noise2fast.compare import DEFAULT_METHODS
+    from napari_noise2fast.methods import METHODS
+
+    parser = argparse.ArgumentParser(
+        prog="noise2fast compare",
+        description="Denoise each file with several methods in turn and print a table per file "
+                    "(method, steps, seconds, validation PSNR, and PSNR/SSIM against --reference).")
+    parser.add_argument("paths", nargs="+", type=Path, help="TIFF files or folders of TIFF files")
+    parser.add_argument("--methods", default=",".join(DEFAULT_METHODS),
+                        help=f"comma-separated, from: {', '.join(METHODS)} (default: %(default)s)")
+    parser.add_argument("--reference", type=Path, default=None,
+                        help="clean reference: a file (one input) or a folder holding files of the same names")
+    parser.add_argument("--time-budget", type=float, default=None, help="wall-clock seconds per method")
+    parser.add_argument("--equal-time", action="store_true",
+                        help="give every method the time noise2fast needed (noise2fast runs first)")
+    parser.add_argument("-o", "--output", type=Path, default=None,
+                        help="folder for the outputs, <name>_<method>.tif (default: not written)")
+    parser.add_argument("--csv", type=Path, default=None, help="append every row to this CSV file")
+    parser.add_argument("--axes", default=None, help="axes of every input (default: from the file)")
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def reference_for(source: Path, reference: Path | None, axes: str | None) -> np.ndarray | None:
+    if reference is None:
+        return None
+    path = reference / source.name if reference.is_dir() else reference
+    if not path.is_file():
+        raise InputError(f"no reference for {source.name}: {path} does not exist")
+    return read_tiff(path, axes)[0]
+
+
+def compare_main(argv: list[str]) -> int:
+    from napari_noise2fast.compare import TABLE_COLUMNS, compare
+
+    args = build_compare_parser().parse_args(argv)
+    files, errors = collect_inputs(args.paths)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    for source in files:
+        try:
+            image, axes = read_tiff(source, args.axes)
+            reference = reference_for(source, args.reference, axes)
+            with tqdm(desc=source.name, unit="step", leave=False, file=sys.stderr, disable=args.quiet) as bar:
+                def progress(method, event, bar=bar):
+                    bar.update(1)
+                    bar.set_postfix(method=method, plane=f"{event.plane + 1}/{event.n_planes}")
+
+                result = compare(image, methods, reference=reference, time_budget=args.time_budget,
+                                 equal_time=args.equal_time, axes=axes, seed=args.seed, device=args.device,
+                                 progress=progress)
+        except (InputError, ValueError) as error:
+            errors.append(str(error) if isinstance(error, InputError) else f"{source}: {error}")
+            continue
+        print(f"\n{source}" + (" (equal time)" if args.equal_time else "") + "\n" + result.table(), flush=True)
+        if args.output:
+            for method, output in result.outputs.items():
+                write_tiff(args.output / f"{source.stem}_{method}.tif", output, axes)
+        if args.csv:
+            new = not args.csv.exists()
+            with args.csv.open("a") as handle:
+                if new:
+                    handle.write(",".join(("file",) + TABLE_COLUMNS) + "\n")
+                for line in result.csv().splitlines()[1:]:
+                    handle.write(f"{source.name},{line}\n")
+    for error in errors:
+        print(f"noise2fast compare: error: {error}", file=sys.stderr)
+    return 1 if errors else 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] == "compare":
+        return compare_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.sample:

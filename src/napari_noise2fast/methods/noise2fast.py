@@ -148,8 +148,8 @@ class Noise2Fast(Method):
             )
         settings = {**PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}}
         if (settings["patience"] < 0 or settings["warm_patience"] < 0 or settings["window"] < 1
-                or settings["learning_rate"] <= 0 or settings["validate_every"] < 1 or settings["average"] not in AVERAGES
-                or settings["precision"] not in {"auto", *PRECISIONS}):
+                or settings["learning_rate"] <= 0 or settings["validate_every"] < 1
+                or settings["average"] not in AVERAGES or settings["precision"] not in {"auto", *PRECISIONS}):
             raise ValueError(f"invalid Noise2Fast settings: {settings}")
         return settings
 

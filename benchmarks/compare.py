@@ -1,0 +1,72 @@
+"""Every method on the shared benchmark data, at its default budget or at equal time (issue 5).
+
+    python benchmarks/compare.py --images 01,02,07,fish,BPAE_B --csv compare.csv
+    python benchmarks/compare.py --images 01 --equal-time --csv compare_equal.csv
+
+PSNR and SSIM as in ../shared/BENCHMARKS.md (data range 255). Rows are printed and
+appended to ``--csv`` as each method finishes; the methods run one after another
+on each image through :func:`napari_noise2fast.iter_compare`, so all share the
+machine state.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from pathlib import Path
+
+import tifffile
+import torch
+from skimage.io import imread
+
+from napari_noise2fast import iter_compare
+from napari_noise2fast.methods import METHODS
+from run_benchmark import DEFAULT_DATA, expand, image_paths, psnr_ssim
+
+COLUMNS = ["image", "mode", "method", "noisy_psnr", "psnr", "ssim", "steps", "seconds", "val_psnr", "stop"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--images", default="01,02,07,fish,BPAE_B")
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--equal-time", action="store_true")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--csv", type=Path, default=None)
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    mode = "equal time" if args.equal_time else "default budget"
+    print(f"# {mode}, threads={torch.get_num_threads()}, seed={args.seed}", flush=True)
+    print("| " + " | ".join(COLUMNS) + " |\n|" + "---|" * len(COLUMNS), flush=True)
+    for name in expand(args.images):
+        noisy_path, clean_path = image_paths(args.data, name)
+        noisy, clean = tifffile.imread(noisy_path), imread(clean_path)
+        noisy_psnr, _ = psnr_ssim(clean, noisy)
+        runs = iter_compare(noisy, args.methods.split(","), equal_time=args.equal_time, seed=args.seed, device="cpu")
+        try:
+            while True:
+                next(runs)
+        except StopIteration as finished:
+            comparison = finished.value
+        for row in comparison.rows:
+            psnr, ssim = psnr_ssim(clean, comparison.outputs[row.method])
+            record = {"image": name, "mode": mode, "method": row.method, "noisy_psnr": f"{noisy_psnr:.2f}",
+                      "psnr": f"{psnr:.2f}", "ssim": f"{ssim:.3f}", "steps": row.steps,
+                      "seconds": f"{row.seconds:.1f}", "val_psnr": f"{row.val_psnr:.2f}", "stop": row.stop}
+            print("| " + " | ".join(str(record[c]) for c in COLUMNS) + " |", flush=True)
+            if args.csv:
+                new = not args.csv.exists()
+                with args.csv.open("a", newline="") as handle:
+                    writer = csv.DictWriter(handle, COLUMNS)
+                    if new:
+                        writer.writeheader()
+                    writer.writerow(record)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
