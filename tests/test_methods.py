@@ -33,7 +33,7 @@ def psnr(clean, image):
 
 
 def test_every_method_is_registered_with_a_display_name():
-    assert set(METHODS) == {"noise2fast", "self2self", "zs-n2n", "noise2self", "noise2void", "calibrated"}
+    assert set(METHODS) == {"noise2fast", "self2self", "zs-n2n", "noise2self", "noise2void", "calibrated", "bm3d"}
     assert all(get_method(name).display_name for name in METHODS)
 
 
@@ -158,3 +158,41 @@ def test_self2self_streams_the_ensemble_mean_over_the_second_half_of_the_budget(
     assert method.steps == 20 and method.stop_reason == "budget"
     assert counts[9] == 0 and counts[-1] == 4  # none in the first half, all four by the end
     assert method.result().shape == (32, 32)
+
+
+def test_bm3d_noise_fit_recovers_a_poisson_gaussian_model():
+    from napari_noise2fast.methods.bm3d_vst import anscombe, fit_noise, inverse_anscombe
+
+    rng = np.random.default_rng(0)
+    clean = np.tile(np.linspace(0.1, 0.9, 256), (256, 1))
+    gain, read = 0.01, 0.0004
+    noisy = rng.poisson(clean / gain) * gain + rng.normal(0, np.sqrt(read), clean.shape)
+    fitted_gain, fitted_read = fit_noise(noisy)
+    assert fitted_gain == pytest.approx(gain, rel=0.15) and fitted_read == pytest.approx(read, abs=3e-4)
+    stabilised = anscombe(noisy, gain, read) - anscombe(clean, gain, read)
+    assert np.std(stabilised) == pytest.approx(1.0, abs=0.1)  # unit variance after the transform
+    np.testing.assert_allclose(inverse_anscombe(anscombe(clean, gain, read), gain, read), clean, atol=1e-12)
+
+
+def test_bm3d_beats_noisy_input_on_real_crop(set12_05_crop):
+    pytest.importorskip("bm3d")
+    noisy, clean = set12_05_crop
+    job = iter_denoise(noisy, "bm3d", device="cpu", preview=False)
+    events = list(job)
+    assert events[-1].stop_reason == "complete" and job.current is None
+    assert psnr(clean, job.result()) > psnr(clean, noisy) + 4.0
+
+
+def test_bm3d_without_its_package_says_how_to_get_it(monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_bm3d(name, *args, **kwargs):
+        if name == "bm3d":
+            raise ImportError("no bm3d here")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_bm3d)
+    with pytest.raises(ValueError, match="non-commercial use only"):
+        iter_denoise(np.random.rand(16, 16), "bm3d", device="cpu")

@@ -240,7 +240,9 @@ def denoise(
         plane and every channel is denoised independently. The input is never
         modified.
     method : str
-        ``"noise2fast"``.
+        ``"noise2fast"`` (default), or a comparison method: ``"self2self"``,
+        ``"zs-n2n"``, ``"noise2self"``, ``"noise2void"``, ``"calibrated"``,
+        ``"bm3d"`` (optional package); see :mod:`napari_noise2fast.methods`.
     axes : str, optional
         One letter per dimension, e.g. ``"ZYX"``, ``"TCYX"``, ``"YXS"``: ``Y``
         and ``X`` are the plane, ``C`` or ``S`` a channel axis, anything else is

@@ -50,7 +50,8 @@ class Event:
         True on the last event of the plane.
     stop_reason : str or None
         Why the plane stopped (``"patience"``, ``"max_steps"``, ``"cancelled"``,
-        ``"constant"``) on the final event.
+        ``"constant"``; ``"budget"`` for a method's own step budget,
+        ``"complete"`` for one that ends by itself) on the final event.
     plane, n_planes : int
         Index of the 2D plane and number of planes in the whole job.
     """

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from napari_noise2fast.engine import Method
+from napari_noise2fast.methods.bm3d_vst import BM3D
 from napari_noise2fast.methods.calibrated import Calibrated
 from napari_noise2fast.methods.noise2fast import Noise2Fast
 from napari_noise2fast.methods.noise2self import Noise2Self
@@ -11,7 +12,7 @@ from napari_noise2fast.methods.self2self import Self2Self
 from napari_noise2fast.methods.zs_n2n import ZeroShotNoise2Noise
 
 METHODS: dict[str, type[Method]] = {
-    cls.name: cls for cls in (Noise2Fast, Self2Self, ZeroShotNoise2Noise, Noise2Self, Noise2Void, Calibrated)
+    cls.name: cls for cls in (Noise2Fast, Self2Self, ZeroShotNoise2Noise, Noise2Self, Noise2Void, Calibrated, BM3D)
 }
 
 

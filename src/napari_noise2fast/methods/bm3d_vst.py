@@ -1,0 +1,129 @@
+"""BM3D with a blindly estimated noise model: the classical bar (optional).
+
+Needs the ``bm3d`` package from PyPI, which is **free for non-commercial use
+only**; it is an optional extra (``pip install napari-noise2fast[bm3d]``) and
+this method says so when it is missing.
+
+The noise model is fitted from the plane alone: the local mean in 7x7 windows
+and the local noise variance (the mean square, in the same windows, of each
+pixel minus the mean of its four neighbours, divided by 1.25, so that texture
+counts little), binned by mean, give a straight line ``variance = gain * mean
++ read`` (a fit through the bins' median variances). When the signal-
+dependent part matters (``gain * median intensity`` is at least a quarter of
+``read``; Poisson-Gaussian data such as fluorescence), a generalised Anscombe
+transform makes the noise variance about 1, BM3D runs at sigma 1, and the
+algebraic inverse maps back. Otherwise BM3D runs on the plane with sigma from
+``skimage.restoration.estimate_sigma``. One engine step does it all.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from scipy.ndimage import uniform_filter
+from skimage.restoration import estimate_sigma
+
+from napari_noise2fast.engine import Method
+
+VSTS = ("auto", "anscombe", "none")
+WINDOW = 7
+BINS = 32
+
+
+def fit_noise(image: np.ndarray) -> tuple[float, float]:
+    """(gain, read) of ``variance = gain * mean + read`` from 7x7 local statistics, blind."""
+    image = np.asarray(image, dtype=np.float64)
+    mean = uniform_filter(image, WINDOW, mode="reflect")
+    # the noise, not the texture: a pixel minus the mean of its 4 neighbours has 1.25 x the noise variance
+    neighbours = (np.roll(image, 1, 0) + np.roll(image, -1, 0) + np.roll(image, 1, 1) + np.roll(image, -1, 1)) / 4
+    residual = (image - neighbours)[1:-1, 1:-1]
+    variance = uniform_filter(residual**2, WINDOW, mode="reflect") / 1.25
+    mean = mean[1:-1, 1:-1]
+    edges = np.quantile(mean, np.linspace(0.02, 0.98, BINS + 1))
+    index = np.digitize(mean.ravel(), edges) - 1
+    centres, medians = [], []
+    for b in range(BINS):
+        chosen = index == b
+        if chosen.sum() >= 50:
+            centres.append(mean.ravel()[chosen].mean())
+            medians.append(np.median(variance.ravel()[chosen]))  # the median resists edges and texture
+    if len(centres) < 2:
+        return 0.0, float(np.median(variance))
+    gain, read = np.polyfit(centres, medians, 1)
+    return max(float(gain), 0.0), max(float(read), 1e-12)
+
+
+def anscombe(image: np.ndarray, gain: float, read: float) -> np.ndarray:
+    """Generalised Anscombe transform: noise of ``gain * x + read`` variance becomes about unit variance."""
+    return (2.0 / gain) * np.sqrt(np.maximum(gain * image + 0.375 * gain**2 + read, 0.0))
+
+
+def inverse_anscombe(transformed: np.ndarray, gain: float, read: float) -> np.ndarray:
+    """The algebraic inverse of :func:`anscombe`."""
+    return ((gain * transformed / 2.0) ** 2 - 0.375 * gain**2 - read) / gain
+
+
+def _bm3d_module():
+    try:
+        import bm3d
+    except ImportError:
+        raise ValueError(
+            "the bm3d method needs the optional 'bm3d' package (free for non-commercial use only): "
+            "pip install 'napari-noise2fast[bm3d]'"
+        ) from None
+    return bm3d
+
+
+class BM3D(Method):
+    """BM3D (``bm3d`` package, optional) with a blind noise estimate and, for Poisson-Gaussian data, a VST.
+
+    Parameters
+    ----------
+    vst : str
+        ``"auto"`` (a generalised Anscombe transform when the fitted noise
+        depends on the signal), ``"anscombe"`` (always) or ``"none"``.
+    """
+
+    name = "bm3d"
+    display_name = "BM3D (optional)"
+
+    @classmethod
+    def check_params(cls, **params) -> dict:
+        unknown = set(params) - {"vst"}
+        if unknown:
+            raise ValueError(f"unknown bm3d parameter(s) {sorted(unknown)}; known: ['vst']")
+        vst = params.get("vst") or "auto"
+        if vst not in VSTS:
+            raise ValueError(f"vst must be one of {list(VSTS)}, got {vst!r}")
+        _bm3d_module()
+        return {"vst": vst}
+
+    def __init__(self, noisy, *, rng, level, warm=None, **params):
+        super().__init__(noisy, rng=rng, level=level, warm=warm)
+        self.settings = self.check_params(**params)
+        self.image = noisy[0, 0].detach().to("cpu", torch.float64).numpy()
+        self.output: np.ndarray | None = None
+        self.model: dict = {}
+
+    def step(self) -> float | None:
+        bm3d = _bm3d_module()
+        gain, read = fit_noise(self.image)
+        median = float(np.median(self.image))
+        use_vst = self.settings["vst"] == "anscombe" or (
+            self.settings["vst"] == "auto" and gain > 0 and gain * median >= 0.25 * read)
+        if use_vst and gain > 0:
+            transformed = anscombe(self.image, gain, read)
+            self.output = inverse_anscombe(bm3d.bm3d(transformed, sigma_psd=1.0), gain, read)
+            self.model = {"vst": "anscombe", "gain": gain, "read": read}
+        else:
+            sigma = max(float(estimate_sigma(self.image)), 1e-6)
+            self.output = bm3d.bm3d(self.image, sigma_psd=sigma)
+            self.model = {"vst": "none", "sigma": sigma}
+        self.stop_reason = "complete"
+        return float(np.mean((self.output - self.image) ** 2))  # no validation of its own: MSE to the noisy
+
+    def preview(self) -> torch.Tensor:
+        return self.noisy[0, 0] if self.output is None else torch.from_numpy(np.asarray(self.output))
+
+    def result(self) -> torch.Tensor:
+        return self.preview()
