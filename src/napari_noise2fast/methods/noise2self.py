@@ -68,7 +68,7 @@ class Noise2Self(TrainedMethod):
 
     def masked_loss(self, network_input: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         with self.autocast():
-            output = self.network(network_input)
+            output = self.network(self.channels_last(network_input))
         return torch.sum((output.float() - self.noisy) ** 2 * mask) / torch.sum(mask)
 
     def train_step(self) -> None:
@@ -82,5 +82,5 @@ class Noise2Self(TrainedMethod):
         """The masked loss on the held-out phase (J-invariant: true error plus noise variance)."""
         mse = self.masked_loss(self.validation_input, self.validation_mask).item()
         with self.autocast():
-            output = self.network(self.noisy).float()[0, 0].clamp(0, 1)
+            output = self.network(self.channels_last(self.noisy)).float()[0, 0].clamp(0, 1)
         return mse, output

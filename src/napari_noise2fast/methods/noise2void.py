@@ -111,7 +111,7 @@ class Noise2Void(TrainedMethod):
 
     def blind_spot_loss(self, network_input: torch.Tensor, target: torch.Tensor, spots: torch.Tensor) -> torch.Tensor:
         with self.autocast():
-            output = self.network(network_input).float()
+            output = self.network(self.channels_last(network_input)).float()
         height, width = target.shape[-2:]
         return torch.mean((output[..., :height, :width].reshape(-1)[spots] - target.reshape(-1)[spots]) ** 2)
 
@@ -129,8 +129,8 @@ class Noise2Void(TrainedMethod):
         network_input, spots = self.validation
         height, width = self.size
         with self.autocast():
-            output = self.network(network_input).float()[..., :height, :width]
+            output = self.network(self.channels_last(network_input)).float()[..., :height, :width]
         mse = torch.mean((output.reshape(-1)[spots] - self.noisy.reshape(-1)[spots]) ** 2).item()
         with self.autocast():
-            full = self.network(self.padded).float()[0, 0, :height, :width].clamp(0, 1)
+            full = self.network(self.channels_last(self.padded)).float()[0, 0, :height, :width].clamp(0, 1)
         return mse, full

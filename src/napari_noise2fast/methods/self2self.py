@@ -126,7 +126,7 @@ class Self2Self(TrainedMethod):
         """One stochastic prediction (new mask, dropout on) of the whole plane."""
         mask = self.bernoulli(self.padded)
         with self.autocast():
-            output = torch.sigmoid(self.network(self.padded * mask, mask).float())
+            output = torch.sigmoid(self.network(self.channels_last(self.padded * mask), mask).float())
         height, width = self.size
         return output[0, 0, :height, :width]
 
@@ -138,7 +138,7 @@ class Self2Self(TrainedMethod):
         mask = self.bernoulli(image)
         self.optimizer.zero_grad(set_to_none=True)
         with self.autocast():
-            output = torch.sigmoid(self.network(image * mask, mask).float())
+            output = torch.sigmoid(self.network(self.channels_last(image * mask), mask).float())
         dropped = 1 - mask
         loss = torch.sum((output - image) ** 2 * dropped) / dropped.sum().clamp(min=1)
         loss.backward()

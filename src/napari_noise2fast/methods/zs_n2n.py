@@ -55,7 +55,7 @@ class ZeroShotNoise2Noise(TrainedMethod):
 
     def denoise(self, image: torch.Tensor) -> torch.Tensor:
         with self.autocast():
-            noise = self.network(image)
+            noise = self.network(self.channels_last(image))
         return image - noise.float()
 
     def train_step(self) -> None:
