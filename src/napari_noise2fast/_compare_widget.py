@@ -15,7 +15,6 @@ import time
 
 import numpy as np
 import pyqtgraph as pg
-import torch
 from magicgui.widgets import (
     CheckBox,
     ComboBox,
@@ -37,8 +36,8 @@ from napari_noise2fast._widget import (
     CURRENT_PLANE,
     UPDATE_SECONDS,
     WHOLE_LAYER,
+    WorkerDock,
     available_devices,
-    gui_threads,
     warm_up_torch,
 )
 from napari_noise2fast.api import iter_denoise
@@ -69,12 +68,11 @@ def throttled_compare(runs, min_interval: float):
         yield report, show
 
 
-class CompareWidget(Container):
+class CompareWidget(WorkerDock):
     """Dock widget: compare zero-shot denoisers on the selected image layer."""
 
     def __init__(self, napari_viewer):
-        super().__init__(labels=True)
-        self.viewer = napari_viewer
+        super().__init__(napari_viewer)
         self.image = create_widget(annotation=Image, label="image", options={"tooltip": "the noisy image layer"})
         self.reference = create_widget(annotation=Image, label="reference",
                                        options={"nullable": True, "value": None,
@@ -110,17 +108,13 @@ class CompareWidget(Container):
         self.start_button.clicked.connect(lambda: self.start())
         self.stop_button.clicked.connect(self.stop)
         self.copy_button.clicked.connect(self.copy_csv)
-        self.viewer.layers.events.removed.connect(self._on_layer_removed)
 
-        self.worker = None
         self.comparison = None
         self._current = None
-        self.input_layer = None
         self.output_layers: dict[str, Image] = {}
         self.curves: dict[str, pg.PlotDataItem] = {}
         self._points: dict[str, list[tuple[float, float]]] = {}
         self._base: tuple = ()
-        self._threads = None
         self._current = None
 
     def _build_plot(self) -> None:
@@ -132,10 +126,6 @@ class CompareWidget(Container):
         self.plot.showGrid(x=True, y=True, alpha=0.2)
         self.legend = self.plot.addLegend(offset=(-10, 10), labelTextColor=self._text)
         self.native.layout().addWidget(self.plot)
-
-    @property
-    def running(self) -> bool:
-        return self.worker is not None
 
     def ticked(self) -> list[str]:
         return [name for name, box in self.boxes.items() if box.value]
@@ -163,7 +153,7 @@ class CompareWidget(Container):
             return None
         scope = scope or self.scope.value
         try:
-            data, self._base = self._read(layer, scope)
+            data, self._base = self.read_input(layer, scope)
             ref = None
             if reference is not None:
                 if reference.data.shape != layer.data.shape:
@@ -182,9 +172,7 @@ class CompareWidget(Container):
         self.input_layer, self.output_layers, self.comparison, self._current = layer, {}, None, None
         self._reset_plot(reference is not None)
         self._show_rows(None)
-        if resolve_device(self.device.value).type == "cpu":
-            self._threads = torch.get_num_threads()
-            torch.set_num_threads(min(self._threads, gui_threads()))
+        self.limit_threads(resolve_device(self.device.value))
         self.worker = create_worker(throttled_compare, runs, UPDATE_SECONDS)
         self.worker.yielded.connect(self._on_report)
         self.worker.returned.connect(self._on_returned)
@@ -196,24 +184,10 @@ class CompareWidget(Container):
         self.worker.start()
         return self.worker
 
-    def stop(self) -> None:
-        if self.worker is not None:
-            self.worker.quit()
-            self.stop_button.enabled = False
-            self.status.value = "Stopping after this step..."
-
     def copy_csv(self) -> None:
         if self.comparison is not None:
             QApplication.clipboard().setText(self.comparison.csv())
             show_info("Comparison table copied as CSV.")
-
-    def _read(self, layer: Image, scope: str) -> tuple[np.ndarray, tuple]:
-        spatial = layer.data.ndim - (1 if layer.rgb else 0)
-        if scope == WHOLE_LAYER or spatial <= 2:
-            return np.asarray(layer.data), ()
-        position = layer.world_to_data(self.viewer.dims.point[-layer.ndim:])
-        base = tuple(int(np.clip(round(position[i]), 0, layer.data.shape[i] - 1)) for i in range(spatial - 2))
-        return np.asarray(layer.data[base]), base
 
     def _reset_plot(self, with_reference: bool) -> None:
         for curve in self.curves.values():
@@ -295,14 +269,7 @@ class CompareWidget(Container):
             self.copy_button.enabled = bool(report.comparison.rows)
             self.status.value = (f"Stopped during {METHODS[report.method].display_name}: its layer holds its best "
                                  f"so far; the table lists the methods that finished.")
-        if self._threads is not None:
-            torch.set_num_threads(self._threads)
-            self._threads = None
+        self.restore_threads()
         self.worker = None
         self.start_button.enabled = True
         self.stop_button.enabled = False
-
-    def _on_layer_removed(self, event) -> None:
-        if self.worker is not None and event.value is self.input_layer:
-            self.worker.quit()
-

@@ -80,12 +80,62 @@ def gui_threads() -> int:
     return max(1, (os.cpu_count() or 2) - 1)
 
 
-class Noise2FastWidget(Container):
-    """Dock widget: train a zero-shot denoiser on the selected image layer, live."""
+class WorkerDock(Container):
+    """What the docks share: one thread worker at a time with a Stop button and a status line, the
+    input read by scope (current plane or whole layer), torch threads limited while a CPU run trains,
+    and stopping when the input layer is removed. Subclasses build ``stop_button`` and ``status``."""
 
     def __init__(self, napari_viewer):
         super().__init__(labels=True)
         self.viewer = napari_viewer
+        self.worker = None
+        self.input_layer = None
+        self._threads = None
+        self.viewer.layers.events.removed.connect(self._on_layer_removed)
+
+    @property
+    def running(self) -> bool:
+        return self.worker is not None
+
+    def stop(self) -> None:
+        """Stop at the next step; the output layers keep the best results so far."""
+        if self.worker is not None:
+            self.worker.quit()
+            self.stop_button.enabled = False
+            self.status.value = "Stopping after this step..."
+
+    def read_input(self, layer: Image, scope: str) -> tuple[np.ndarray, tuple]:
+        """The array to denoise (a copy-free view where possible) and its index in the layer's data."""
+        spatial = layer.data.ndim - (1 if layer.rgb else 0)
+        leading = spatial - 2
+        if scope == WHOLE_LAYER or leading <= 0:
+            return np.asarray(layer.data), ()
+        position = layer.world_to_data(self.viewer.dims.point[-layer.ndim:])
+        base = tuple(int(np.clip(round(position[i]), 0, layer.data.shape[i] - 1)) for i in range(leading))
+        return np.asarray(layer.data[base]), base
+
+    def limit_threads(self, device: torch.device) -> None:
+        """On the CPU, leave one core to the viewer's event loop while training."""
+        if device.type == "cpu":
+            self._threads = torch.get_num_threads()
+            torch.set_num_threads(min(self._threads, gui_threads()))
+
+    def restore_threads(self) -> None:
+        if self.__dict__.get("_threads") is not None:
+            torch.set_num_threads(self._threads)
+            self._threads = None
+
+    def _on_layer_removed(self, event) -> None:
+        if self.worker is not None and event.value is self.input_layer:
+            self.worker.quit()
+            self.status.value = "Input layer removed: stopping."
+
+
+class Noise2FastWidget(WorkerDock):
+    """Dock widget: train a zero-shot denoiser on the selected image layer, live."""
+
+    def __init__(self, napari_viewer):
+        super().__init__(napari_viewer)
         self.image = create_widget(annotation=Image, label="image", options={"tooltip": "the noisy image layer"})
         self.method = ComboBox(label="method", choices=[(cls.display_name, name) for name, cls in METHODS.items()],
                                tooltip="the zero-shot denoiser to train")
@@ -117,12 +167,9 @@ class Noise2FastWidget(Container):
         self.preset.changed.connect(lambda name: setattr(self.patience, "value", PRESETS[name]["patience"]))
         self.start_button.clicked.connect(lambda: self.start())
         self.stop_button.clicked.connect(self.stop)
-        self.viewer.layers.events.removed.connect(self._on_layer_removed)
         self.native.destroyed.connect(self._abandon)
 
-        self.worker = None
         self.job = None
-        self.input_layer = None
         self.output_layer = None
         self._base: tuple = ()
         self._steps: list[int] = []
@@ -130,7 +177,6 @@ class Noise2FastWidget(Container):
         self._plane = -1
         self._last: object = None
         self._progress = None
-        self._threads = None
 
     # ----------------------------------------------------------------- plot
     def _build_plot(self) -> None:
@@ -158,10 +204,6 @@ class Noise2FastWidget(Container):
         self.preview_line.setVisible(False)
 
     # ----------------------------------------------------------------- run
-    @property
-    def running(self) -> bool:
-        return self.worker is not None
-
     def settings(self) -> dict:
         """The knobs as keyword arguments of :func:`napari_noise2fast.iter_denoise`."""
         return {
@@ -187,7 +229,7 @@ class Noise2FastWidget(Container):
         settings = dict(self.settings() if settings is None else settings)
         method = settings.pop("method", "noise2fast")
         try:
-            data, self._base = self._read_input(layer, scope or self.scope.value)
+            data, self._base = self.read_input(layer, scope or self.scope.value)
             self.job = iter_denoise(data, method, output_every=1, **layer_settings(layer), **settings)
         except (ValueError, MemoryError) as error:
             show_error(f"Noise2Fast: {error}")
@@ -196,9 +238,7 @@ class Noise2FastWidget(Container):
         self.output_layer = self._output_layer(layer, method)
         self._reset_plot(-1)
         self._progress = progress(total=self.job.n_planes, desc=f"Noise2Fast on {layer.name}")
-        if self.job.device.type == "cpu":
-            self._threads = torch.get_num_threads()
-            torch.set_num_threads(min(self._threads, gui_threads()))
+        self.limit_threads(self.job.device)
         self.worker = create_worker(throttled, self.job, UPDATE_SECONDS)
         self.worker.yielded.connect(self._on_event)
         self.worker.errored.connect(self._on_error)
@@ -208,23 +248,6 @@ class Noise2FastWidget(Container):
         self.status.value = f"Starting on {layer.name} ({self.job.n_planes} plane(s), device {self.job.device})..."
         self.worker.start()
         return self.worker
-
-    def stop(self) -> None:
-        """Stop at the next step; the output layer keeps the best result so far."""
-        if self.worker is not None:
-            self.worker.quit()
-            self.stop_button.enabled = False
-            self.status.value = "Stopping after this step..."
-
-    def _read_input(self, layer: Image, scope: str) -> tuple[np.ndarray, tuple]:
-        """The array to denoise (a copy-free view where possible) and its index in the layer's data."""
-        spatial = layer.data.ndim - (1 if layer.rgb else 0)
-        leading = spatial - 2
-        if scope == WHOLE_LAYER or leading <= 0:
-            return np.asarray(layer.data), ()
-        position = layer.world_to_data(self.viewer.dims.point[-layer.ndim:])
-        base = tuple(int(np.clip(round(position[i]), 0, layer.data.shape[i] - 1)) for i in range(leading))
-        return np.asarray(layer.data[base]), base
 
     def _output_layer(self, layer: Image, method: str) -> Image:
         """The output layer ``<input> [Noise2Fast]``: reused when its shape and dtype fit, else created.
@@ -290,20 +313,13 @@ class Noise2FastWidget(Container):
         self._release()
 
     def _release(self) -> None:
-        if self._threads is not None:
-            torch.set_num_threads(self._threads)
-            self._threads = None
+        self.restore_threads()
         if self._progress is not None:
             self._progress.close()
             self._progress = None
         self.worker = None
         self.start_button.enabled = True
         self.stop_button.enabled = False
-
-    def _on_layer_removed(self, event) -> None:
-        if self.worker is not None and event.value is self.input_layer:
-            self.worker.quit()
-            self.status.value = "Input layer removed: stopping."
 
     def _abandon(self, *_) -> None:
         """The widget is being destroyed (viewer closed): stop the worker and let it end."""
@@ -315,5 +331,4 @@ class Noise2FastWidget(Container):
                 except (TypeError, RuntimeError):
                     pass
             worker.quit()
-        if self.__dict__.get("_threads") is not None:
-            torch.set_num_threads(self._threads)
+        self.restore_threads()
