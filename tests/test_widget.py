@@ -246,3 +246,18 @@ def test_screenshot_of_window_with_docked_widget_is_not_blank(qtbot, viewer, doc
 def _dock_widget(viewer):
     _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
     return widget
+
+
+def test_other_methods_run_from_the_dock_without_noise2fasts_knobs(qtbot, viewer, docked):
+    layer = viewer.add_image(small_cell(), name="cell")
+    docked.method.value = "calibrated"
+    assert not docked.preset.enabled and not docked.patience.enabled
+    assert "preset" not in docked.settings() and "patience" not in docked.settings()
+    events = []
+    docked.start(layer).yielded.connect(events.append)
+    wait_done(qtbot, docked)
+    assert events[-1].stop_reason == "complete"
+    out = viewer.layers["cell [Calibrated classical]"]
+    assert not np.array_equal(out.data, layer.data)
+    docked.method.value = "noise2fast"
+    assert docked.preset.enabled and docked.settings()["preset"] == "fast"

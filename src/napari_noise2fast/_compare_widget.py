@@ -198,8 +198,7 @@ class CompareWidget(WorkerDock):
         self.plot.setLabel("left", label, color=self._text)
 
     def _output_layer(self, method: str, job) -> Image:
-        meta = output_metadata(self.input_layer, method)
-        meta["name"] = f"{self.input_layer.name} [{METHODS[method].display_name}]"
+        meta = output_metadata(self.input_layer, method)  # named "<input> [display name]"
         if meta["name"] in self.viewer.layers:
             existing = self.viewer.layers[meta["name"]]
             if isinstance(existing, Image) and existing.data.shape == self.input_layer.data.shape \

@@ -165,6 +165,7 @@ class Noise2FastWidget(WorkerDock):
         warm_up_torch()
 
         self.preset.changed.connect(lambda name: setattr(self.patience, "value", PRESETS[name]["patience"]))
+        self.method.changed.connect(self._on_method)
         self.start_button.clicked.connect(lambda: self.start())
         self.stop_button.clicked.connect(self.stop)
         self.native.destroyed.connect(self._abandon)
@@ -203,17 +204,23 @@ class Noise2FastWidget(WorkerDock):
         self.best_point.setData([], [])
         self.preview_line.setVisible(False)
 
+    def _on_method(self, method: str) -> None:
+        """Preset and patience are Noise2Fast's knobs."""
+        self.preset.enabled = self.patience.enabled = method == "noise2fast"
+
     # ----------------------------------------------------------------- run
     def settings(self) -> dict:
-        """The knobs as keyword arguments of :func:`napari_noise2fast.iter_denoise`."""
-        return {
+        """The knobs as keyword arguments of :func:`napari_noise2fast.iter_denoise` (preset and
+        patience are Noise2Fast's; the other methods run on their own default budgets)."""
+        settings = {
             "method": self.method.value,
-            "preset": self.preset.value,
-            "patience": self.patience.value,
             "max_steps": self.max_steps.value or None,
             "seed": None if self.seed.value < 0 else self.seed.value,
             "device": self.device.value,
         }
+        if self.method.value == "noise2fast":
+            settings.update(preset=self.preset.value, patience=self.patience.value)
+        return settings
 
     def start(self, layer: Image | None = None, settings: dict | None = None, scope: str | None = None):
         """Start a run on ``layer`` (default: the picked one) with ``settings`` (default: the knobs)."""
