@@ -94,6 +94,17 @@ class Comparison:
         return buffer.getvalue()
 
 
+def _data_range(reference: np.ndarray) -> float:
+    return 255.0 if reference.dtype == np.uint8 else float(np.ptp(reference)) or 1.0
+
+
+def psnr_against(reference: np.ndarray, output: np.ndarray) -> float:
+    """PSNR only (cheap: the curves' points are computed while a method trains)."""
+    reference = np.asarray(reference)
+    return float(peak_signal_noise_ratio(reference.astype(np.float64), np.asarray(output, dtype=np.float64),
+                                         data_range=_data_range(reference)))
+
+
 def quality(reference: np.ndarray, output: np.ndarray) -> tuple[float, float]:
     """PSNR and SSIM of ``output`` against ``reference``.
 
@@ -102,9 +113,9 @@ def quality(reference: np.ndarray, output: np.ndarray) -> tuple[float, float]:
     a last axis of 3 or 4 is taken as colour channels.
     """
     reference = np.asarray(reference)
-    data_range = 255.0 if reference.dtype == np.uint8 else float(np.ptp(reference)) or 1.0
+    data_range = _data_range(reference)
+    psnr = psnr_against(reference, output)
     reference, output = reference.astype(np.float64), np.asarray(output, dtype=np.float64)
-    psnr = peak_signal_noise_ratio(reference, output, data_range=data_range)
     colour = reference.ndim >= 3 and reference.shape[-1] in (3, 4)
     plane_shape = reference.shape[-3:] if colour else reference.shape[-2:]
     pairs = zip(reference.reshape(-1, *plane_shape), output.reshape(-1, *plane_shape), strict=True)
@@ -190,7 +201,7 @@ def iter_compare(
             seconds = time.perf_counter() - start
             point = None
             if reference is not None and event.output is not None:
-                point = (seconds, quality(reference[job.plane_location(event.plane)], event.output)[0])
+                point = (seconds, psnr_against(reference[job.plane_location(event.plane)], event.output))
             elif reference is None and math.isfinite(event.val_psnr):
                 point = (seconds, event.val_psnr)
             if point is not None:
