@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from napari_noise2fast.methods._torch import autocast
 from napari_noise2fast.methods.noise2fast import Noise2Fast
 
 
@@ -47,10 +48,8 @@ def conv_throughput(size: int, dtype: torch.dtype, memory_format, repeats: int) 
     """GFLOP/s of one 3x3 convolution 64 -> 64 channels over a size x size plane (forward)."""
     conv = torch.nn.Conv2d(64, 64, 3, padding=1).to(memory_format=memory_format)
     x = torch.randn(1, 64, size, size).contiguous(memory_format=memory_format)
-    autocast = torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32)
-
     def run():
-        with torch.inference_mode(), autocast:
+        with torch.inference_mode(), autocast(torch.device("cpu"), dtype):
             conv(x)
 
     return flops(run) / timed(run, repeats) / 1e9

@@ -9,7 +9,6 @@ outputs as the result (restarting once at 5e-6 if that mean is nearly flat).
 
 from __future__ import annotations
 
-import contextlib
 import copy
 from collections import deque
 
@@ -17,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from napari_noise2fast.devices import fast_dtype
 from napari_noise2fast.engine import Method, seeded_module
+from napari_noise2fast.methods._torch import PRECISIONS, autocast, compute_dtype
 
 REFERENCE = {
     "patience": 100,
@@ -42,7 +41,6 @@ PRESETS: dict[str, dict] = {
              "channels_last": True, "warm_start": True, "warm_patience": 20},
 }
 AVERAGES = ("outputs", "weights")
-PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 FLAT_PIXELS = 25
 
 
@@ -157,7 +155,7 @@ class Noise2Fast(Method):
         super().__init__(noisy, rng=rng, level=level, warm=warm)
         self.settings = settings = self.check_params(**params)
         precision = settings["precision"]
-        self.compute_dtype = fast_dtype(noisy.device) if precision == "auto" else PRECISIONS[precision]
+        self.compute_dtype = compute_dtype(noisy.device, precision)
         self.memory_format = torch.channels_last if settings["channels_last"] else torch.contiguous_format
         self.noisy = noisy.contiguous(memory_format=self.memory_format)
         self.pairs = [(source.contiguous(memory_format=self.memory_format), target)
@@ -199,9 +197,7 @@ class Noise2Fast(Method):
         self.steps = 0  # since the (re)start; a restart happens on a validation step, so the cadence holds
 
     def _autocast(self):
-        if self.compute_dtype == torch.float32:
-            return contextlib.nullcontext()
-        return torch.autocast(self.noisy.device.type, dtype=self.compute_dtype)
+        return autocast(self.noisy.device, self.compute_dtype)
 
     def _update_average(self) -> None:
         """Running mean of the weights, then (past ``(window + 1) / 2`` steps) an exponential
