@@ -3,10 +3,11 @@
     python benchmarks/compare.py --images 01,02,07,fish,BPAE_B --csv compare.csv
     python benchmarks/compare.py --images 01 --equal-time --csv compare_equal.csv
 
-PSNR and SSIM as in ../shared/BENCHMARKS.md (data range 255). Rows are printed and
-appended to ``--csv`` as each method finishes; the methods run one after another
-on each image through :func:`napari_noise2fast.iter_compare`, so all share the
-machine state.
+PSNR and SSIM as in ../shared/BENCHMARKS.md (data range 255). The methods run one
+after another on each image through :func:`napari_noise2fast.iter_compare`, so all
+share the machine state. Rows are printed and appended to ``--csv`` as each image
+finishes; a run given the same ``--csv`` skips the images it already holds for
+this mode (the full tables take many hours).
 """
 
 from __future__ import annotations
@@ -27,6 +28,16 @@ from run_benchmark import DEFAULT_DATA, expand, image_paths, psnr_ssim
 COLUMNS = ["image", "mode", "method", "noisy_psnr", "psnr", "ssim", "steps", "seconds", "val_psnr", "stop"]
 
 
+def finished_images(path: Path | None, mode: str, methods: list[str]) -> set[str]:
+    """Images whose rows for every one of ``methods`` in ``mode`` are already in the CSV (a resumed run skips them)."""
+    if path is None or not path.exists():
+        return set()
+    with path.open(newline="") as handle:
+        rows = [row for row in csv.DictReader(handle) if row["mode"] == mode]
+    return {image for image in {row["image"] for row in rows}
+            if set(methods) <= {row["method"] for row in rows if row["image"] == image}}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
@@ -42,7 +53,11 @@ def main(argv: list[str] | None = None) -> int:
     mode = "equal time" if args.equal_time else "default budget"
     print(f"# {mode}, threads={torch.get_num_threads()}, seed={args.seed}", flush=True)
     print("| " + " | ".join(COLUMNS) + " |\n|" + "---|" * len(COLUMNS), flush=True)
+    done = finished_images(args.csv, mode, args.methods.split(","))
     for name in expand(args.images):
+        if name in done:
+            print(f"# {name}: every method already in {args.csv}, skipped", flush=True)
+            continue
         noisy_path, clean_path = image_paths(args.data, name)
         noisy, clean = tifffile.imread(noisy_path), imread(clean_path)
         noisy_psnr, _ = psnr_ssim(clean, noisy)

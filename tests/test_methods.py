@@ -108,6 +108,22 @@ def test_zs_n2n_learning_rate_halves_every_third_of_the_budget():
     assert rates[:3] == [1e-3, 1e-3, 5e-4] and rates[5] == 2.5e-4 and method.stop_reason == "budget"
 
 
+def test_zs_n2n_learning_rate_halves_every_third_of_a_time_budget():
+    method = ZeroShotNoise2Noise(torch.rand(1, 1, 16, 16), rng=np.random.default_rng(0), level=1 / 255,
+                                 steps=10**9, seconds=0.6)
+    rates = set()
+    while method.stop_reason is None:
+        method.step()
+        rates.add(method.optimizer.param_groups[0]["lr"])
+    assert method.stop_reason == "time" and method.steps < 10**9
+    assert {1e-3, 5e-4, 2.5e-4} <= rates  # every third of the 0.6 s had its rate
+
+
+def test_trained_methods_reject_a_non_positive_time_budget():
+    with pytest.raises(ValueError, match="invalid self2self settings"):
+        get_method("self2self").check_params(seconds=0)
+
+
 def test_noise2self_grid_phases_cover_each_pixel_once_and_interpolate_from_neighbours():
     masks = torch.stack([grid_mask((9, 10), phase, "cpu") for phase in range(GRID * GRID)])
     assert torch.equal(masks.sum(dim=0), torch.ones(1, 1, 9, 10))
@@ -158,6 +174,18 @@ def test_self2self_streams_the_ensemble_mean_over_the_second_half_of_the_budget(
     assert method.steps == 20 and method.stop_reason == "budget"
     assert counts[9] == 0 and counts[-1] == 4  # none in the first half, all four by the end
     assert method.result().shape == (32, 32)
+
+
+def test_self2self_builds_its_ensemble_in_the_second_half_of_a_time_budget():
+    method = Self2Self(torch.rand(1, 1, 32, 32), rng=np.random.default_rng(0), level=1 / 255, steps=10**9,
+                       seconds=1.5, predictions=4, report_every=5)
+    counts = []
+    while method.stop_reason is None:
+        method.step()
+        counts.append((method.progress(), method.ensemble_count))
+    assert method.stop_reason == "time" and method.steps < 10**9
+    assert all(count == 0 for progress, count in counts if progress < 0.6)  # the first half only trains
+    assert counts[-1][1] >= 3  # the ensemble is taken within the time, not after an unreachable step count
 
 
 def test_bm3d_noise_fit_recovers_a_poisson_gaussian_model():

@@ -20,6 +20,13 @@ MIN_PLANE_SIZE = 8
 CHANNEL_LETTERS = "CS"
 
 
+def count_planes(image, axes: str | None = None, channel_axis: int | None = None) -> int:
+    """How many YX planes :func:`iter_denoise` trains one after another for ``image`` with these axes."""
+    shape = np.shape(image)
+    y, x, _ = _resolve_layout(shape, axes, channel_axis)
+    return int(np.prod([n for i, n in enumerate(shape) if i not in (y, x)], dtype=np.int64))
+
+
 def _check_image(image) -> np.ndarray:
     array = np.asarray(image)
     if array.dtype.kind == "b":
@@ -209,7 +216,7 @@ def iter_denoise(
     check_positive_or_none("output_every", output_every)
     if array.size and array.min() == array.max():
         warnings.warn("image is constant; it is returned unchanged", UserWarning, stacklevel=2)
-    n_planes = int(np.prod([n for i, n in enumerate(array.shape) if i not in (y, x)], dtype=np.int64))
+    n_planes = count_planes(array, axes, channel_axis)
     seeds = [int(s.generate_state(1)[0]) for s in np.random.SeedSequence(seed).spawn(n_planes)] \
         if seed is not None else [None] * n_planes
     run_kwargs = {"device": resolved, "max_steps": max_steps, "output_every": output_every, "preview": preview,

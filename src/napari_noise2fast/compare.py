@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from napari_noise2fast.api import DenoiseJob, iter_denoise
+from napari_noise2fast.api import DenoiseJob, count_planes, iter_denoise
 from napari_noise2fast.engine import Event
 from napari_noise2fast.methods import get_method
 
@@ -165,8 +165,11 @@ def iter_compare(
     Parameters
     ----------
     time_budget : float, optional
-        Wall-clock seconds each method may take (it is stopped at the next step
-        after that and keeps its best so far).
+        Wall-clock seconds each method may take. The trained comparison methods
+        get it as their ``seconds`` (shared evenly by the planes), stop
+        themselves and fit their schedules into it (Self2Self's ensemble,
+        ZS-N2N's learning-rate decay); any other is stopped at the next step
+        after that time and keeps its best so far.
     equal_time : bool
         Give every other method the wall time ``noise2fast`` needed (it runs
         first; the Noise2Fast paper's equal-time comparison). Methods with a
@@ -187,10 +190,16 @@ def iter_compare(
     reference = None if reference is None else np.asarray(reference)
     comparison = Comparison(curve_kind="PSNR against reference" if reference is not None else "validation PSNR")
     budget = time_budget
+    planes = count_planes(image, common.get("axes"), common.get("channel_axis"))
     for name in names:
         settings = dict(params.get(name, {}))
-        if equal_time and name != "noise2fast" and "steps" in get_method(name).check_params():
+        known = get_method(name).check_params()
+        if equal_time and name != "noise2fast" and "steps" in known:
             settings.setdefault("steps", UNBOUNDED_STEPS)
+        # a method that knows its time budget stops itself and fits its schedules into it
+        timed = budget is not None and "seconds" in known
+        if timed:
+            settings["seconds"] = budget / planes
         job = iter_denoise(image, name, output_every=curve_every if reference is not None else None,
                            **common, **settings)
         curve: list[tuple[float, float]] = []
@@ -211,7 +220,7 @@ def iter_compare(
                 best_val = max(best_val, event.best_val_psnr)
                 stop = event.stop_reason
             yield Progress(name, event, job, point, comparison)
-            if budget is not None and time.perf_counter() - start >= budget and not event.done:
+            if budget is not None and not timed and time.perf_counter() - start >= budget and not event.done:
                 job.close()
                 stop = "time"
                 steps += event.step

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 
 import torch
 
@@ -29,24 +30,29 @@ def autocast(device: torch.device, dtype: torch.dtype):
 
 
 class TrainedMethod(Method):
-    """A network trained for a fixed budget of ``steps``, scored every ``report_every`` steps.
+    """A network trained for a budget of ``steps`` (and optionally ``seconds``), scored every ``report_every`` steps.
 
     Subclasses set ``DEFAULTS`` (which must hold ``steps``, ``report_every``,
     ``learning_rate`` and ``precision``), build ``self.network`` in
     :meth:`build`, and implement :meth:`train_step` (one optimiser step; returns
     nothing) and :meth:`report` (the validation MSE of the current state, and
-    the output to keep if it is the best so far).
+    the output to keep if it is the best so far). Schedules over the budget
+    (learning-rate decay, Self2Self's ensemble) follow :meth:`progress` in
+    :meth:`after_step`, so that they also run their course when the budget is
+    wall-clock ``seconds`` (an equal-time comparison) rather than steps.
     """
 
     DEFAULTS: dict = {}
 
     @classmethod
     def check_params(cls, **params) -> dict:
-        unknown = set(params) - set(cls.DEFAULTS)
+        known = {"seconds": None, **cls.DEFAULTS}
+        unknown = set(params) - set(known)
         if unknown:
-            raise ValueError(f"unknown {cls.name} parameter(s) {sorted(unknown)}; known: {sorted(cls.DEFAULTS)}")
-        settings = {**cls.DEFAULTS, **{k: v for k, v in params.items() if v is not None}}
-        if settings["steps"] < 1 or settings["report_every"] < 1 or settings["learning_rate"] <= 0:
+            raise ValueError(f"unknown {cls.name} parameter(s) {sorted(unknown)}; known: {sorted(known)}")
+        settings = {**known, **{k: v for k, v in params.items() if v is not None}}
+        if settings["steps"] < 1 or settings["report_every"] < 1 or settings["learning_rate"] <= 0 \
+                or (settings["seconds"] is not None and settings["seconds"] <= 0):
             raise ValueError(f"invalid {cls.name} settings: {settings}")
         compute_dtype(torch.device("cpu"), settings["precision"])  # raises for an unknown precision
         return settings
@@ -60,6 +66,7 @@ class TrainedMethod(Method):
                                                                                memory_format=torch.channels_last)
         self.optimizer = torch.optim.Adam(self.network.parameters(), lr=self.settings["learning_rate"])
         self.steps = 0
+        self.started = time.perf_counter()
         self.best_mse = float("inf")
         self.best_output = noisy[0, 0]
 
@@ -76,6 +83,16 @@ class TrainedMethod(Method):
     def train_step(self) -> None:
         raise NotImplementedError
 
+    def progress(self) -> float:
+        """Share of the budget used, 0 to 1: steps taken over ``steps``, or elapsed over ``seconds`` if further."""
+        used = self.steps / self.settings["steps"]
+        if self.settings["seconds"] is not None:
+            used = max(used, (time.perf_counter() - self.started) / self.settings["seconds"])
+        return min(used, 1.0)
+
+    def after_step(self, progress: float) -> None:
+        """Called after each step with :meth:`progress`; schedules over the budget go here."""
+
     def report(self) -> tuple[float, torch.Tensor]:
         raise NotImplementedError
 
@@ -83,7 +100,9 @@ class TrainedMethod(Method):
         self.network.train()
         self.train_step()
         self.steps += 1
-        last = self.steps >= self.settings["steps"]
+        progress = self.progress()
+        last = progress >= 1.0
+        self.after_step(progress)
         if self.steps % self.settings["report_every"] and not last:
             return None
         self.network.eval()
@@ -92,7 +111,7 @@ class TrainedMethod(Method):
         if mse < self.best_mse or self.keeps_last:
             self.best_mse, self.best_output = min(mse, self.best_mse), output.float()
         if last:
-            self.stop_reason = "budget"
+            self.stop_reason = "budget" if self.steps >= self.settings["steps"] else "time"
         return mse
 
     keeps_last = False  # True: the output is the latest report's, not the best-scored one

@@ -12,7 +12,9 @@ at 1e-3). The output is an ensemble
 mean of stochastic predictions (new mask, dropout on): Self2Self averages 100
 predictions after 150,000 steps, far beyond a CPU, so here ``steps`` (default
 1,500) and ``predictions`` (default 30, taken evenly over the second half of
-the budget, the mean streamed as the current output) are explicit. The score
+the budget, the mean streamed as the current output) are explicit; with a
+wall-clock budget ``seconds`` (an equal-time comparison) the second half is
+one of time, not of steps. The score
 is the training objective, the mean loss on dropped pixels over the last
 ``report_every`` steps.
 """
@@ -111,9 +113,9 @@ class Self2Self(TrainedMethod):
         pad_h, pad_w = -height % multiple, -width % multiple
         self.padded = F.pad(noisy, (0, pad_w, 0, pad_h), mode="replicate")
         self.size = (height, width)
-        steps, count = self.settings["steps"], self.settings["predictions"]
-        start = steps // 2
-        self.prediction_steps = {start + round(k * (steps - start) / count) for k in range(1, count + 1)}
+        count = self.settings["predictions"]
+        # the k-th prediction is due when k/count of the budget's second half is used
+        self.prediction_due = [0.5 + 0.5 * k / count for k in range(1, count + 1)]
         self.ensemble_sum: torch.Tensor | None = None
         self.ensemble_count = 0
         self.recent_losses: list[float] = []
@@ -144,7 +146,11 @@ class Self2Self(TrainedMethod):
         loss.backward()
         self.optimizer.step()
         self.recent_losses.append(loss.item())
-        if self.steps + 1 in self.prediction_steps:
+
+    def after_step(self, progress: float) -> None:
+        """One more prediction into the ensemble when one is due (at most one a step, so a timed run catches up)."""
+        due = sum(progress + 1e-9 >= threshold for threshold in self.prediction_due)
+        if self.ensemble_count < due:
             with torch.inference_mode():
                 prediction = self.predict()
             self.ensemble_sum = prediction.clone() if self.ensemble_sum is None else self.ensemble_sum + prediction

@@ -49,8 +49,6 @@ class ZeroShotNoise2Noise(TrainedMethod):
 
     def __init__(self, noisy, **kwargs):
         super().__init__(noisy, **kwargs)
-        third = max(self.settings["steps"] // 3, 1)
-        self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, step_size=third, gamma=0.5)
         self.halves = pair_downsample(noisy)
 
     def denoise(self, image: torch.Tensor) -> torch.Tensor:
@@ -67,7 +65,12 @@ class ZeroShotNoise2Noise(TrainedMethod):
         consistency = (F.mse_loss(denoised_first, down_first) + F.mse_loss(denoised_second, down_second)) / 2
         (residual + consistency).backward()
         self.optimizer.step()
-        self.scheduler.step()
+
+    def after_step(self, progress: float) -> None:
+        """The learning rate halves after each third of the budget (steps, or seconds when timed)."""
+        halvings = int(3 * progress + 1e-9)
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.settings["learning_rate"] * 0.5**halvings
 
     def report(self) -> tuple[float, torch.Tensor]:
         """ZS-N2N has no validation of its own: the score is the output's MSE against the noisy plane."""
