@@ -2,6 +2,7 @@
 
     python benchmarks/compare.py --images 01,02,07,fish,BPAE_B --csv compare.csv
     python benchmarks/compare.py --images 01 --equal-time --csv compare_equal.csv
+    python benchmarks/compare.py --summary --csv compare_equal.csv   # medians per method
 
 PSNR and SSIM as in ../shared/BENCHMARKS.md (data range 255). The methods run one
 after another on each image through :func:`napari_noise2fast.iter_compare`, so all
@@ -38,6 +39,26 @@ def finished_images(path: Path | None, mode: str, methods: list[str]) -> set[str
             if set(methods) <= {row["method"] for row in rows if row["image"] == image}}
 
 
+def summarise(path: Path) -> None:
+    """Per mode and method, over the images measured: median PSNR, SSIM, seconds, and PSNR against Noise2Fast."""
+    import statistics
+
+    with path.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    print("| mode | method | images | median PSNR | median SSIM | median seconds | median PSNR - Noise2Fast |")
+    print("|---|---|---|---|---|---|---|")
+    for mode in dict.fromkeys(row["mode"] for row in rows):
+        here = [row for row in rows if row["mode"] == mode]
+        n2f = {row["image"]: float(row["psnr"]) for row in here if row["method"] == "noise2fast"}
+        for method in dict.fromkeys(row["method"] for row in here):
+            mine = [row for row in here if row["method"] == method]
+            gaps = [float(row["psnr"]) - n2f[row["image"]] for row in mine if row["image"] in n2f]
+            gap = f"{statistics.median(gaps):+.2f}" if gaps else ""
+            print(f"| {mode} | {method} | {len(mine)} | {statistics.median(float(r['psnr']) for r in mine):.2f} | "
+                  f"{statistics.median(float(r['ssim']) for r in mine):.3f} | "
+                  f"{statistics.median(float(r['seconds']) for r in mine):.1f} | {gap} |")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
@@ -47,7 +68,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--csv", type=Path, default=None)
+    parser.add_argument("--summary", action="store_true", help="print the medians of the rows in --csv and stop")
     args = parser.parse_args(argv)
+    if args.summary:
+        summarise(args.csv)
+        return 0
     if args.threads:
         torch.set_num_threads(args.threads)
     mode = "equal time" if args.equal_time else "default budget"
