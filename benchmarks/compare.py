@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import statistics
 import sys
 from pathlib import Path
 
@@ -41,8 +42,6 @@ def finished_images(path: Path | None, mode: str, methods: list[str]) -> set[str
 
 def summarise(path: Path) -> None:
     """Per mode and method, over the images measured: median PSNR, SSIM, seconds, and PSNR against Noise2Fast."""
-    import statistics
-
     with path.open(newline="") as handle:
         rows = list(csv.DictReader(handle))
     print("| mode | method | images | median PSNR | median SSIM | median seconds | median PSNR - Noise2Fast |")
