@@ -98,11 +98,13 @@ def _data_range(reference: np.ndarray) -> float:
     return 255.0 if reference.dtype == np.uint8 else float(np.ptp(reference)) or 1.0
 
 
-def psnr_against(reference: np.ndarray, output: np.ndarray) -> float:
+def psnr_against(reference: np.ndarray, output: np.ndarray, data_range: float | None = None) -> float:
     """PSNR only (cheap: the curves' points are computed while a method trains)."""
     reference = np.asarray(reference)
-    return float(peak_signal_noise_ratio(reference.astype(np.float64), np.asarray(output, dtype=np.float64),
-                                         data_range=_data_range(reference)))
+    if data_range is None:
+        data_range = _data_range(reference)
+    return float(peak_signal_noise_ratio(np.asarray(reference, dtype=np.float64),
+                                         np.asarray(output, dtype=np.float64), data_range=data_range))
 
 
 def quality(reference: np.ndarray, output: np.ndarray) -> tuple[float, float]:
@@ -114,8 +116,8 @@ def quality(reference: np.ndarray, output: np.ndarray) -> tuple[float, float]:
     """
     reference = np.asarray(reference)
     data_range = _data_range(reference)
-    psnr = psnr_against(reference, output)
     reference, output = reference.astype(np.float64), np.asarray(output, dtype=np.float64)
+    psnr = psnr_against(reference, output, data_range)  # arrays already float64: no second copy
     colour = reference.ndim >= 3 and reference.shape[-1] in (3, 4)
     plane_shape = reference.shape[-3:] if colour else reference.shape[-2:]
     pairs = zip(reference.reshape(-1, *plane_shape), output.reshape(-1, *plane_shape), strict=True)
