@@ -186,3 +186,17 @@ def test_dock_stop_keeps_finished_rows_and_the_running_methods_best(qtbot, compa
     out = viewer.layers["crop [ZS-N2N]"].data
     assert not np.array_equal(out, noisy) and np.isfinite(out).all()
     assert dock.start_button.enabled and dock.copy_button.enabled
+
+
+def test_closing_the_viewer_mid_comparison_leaves_no_thread(qtbot, compare_dock, set12_05_crop):
+    from qtpy.QtCore import QThreadPool
+
+    viewer, dock = compare_dock
+    steps = []
+    worker = dock.start(viewer.add_image(set12_05_crop[0], name="crop"), methods=["zs-n2n"],
+                        params={"zs-n2n": {"steps": 10**6, "report_every": 5}})
+    worker.yielded.connect(lambda item: steps.append(item[0].event.step))
+    qtbot.waitUntil(lambda: len(steps) >= 2, timeout=120_000)
+    viewer.close()
+    assert QThreadPool.globalInstance().waitForDone(30_000)
+    assert QThreadPool.globalInstance().activeThreadCount() == 0 and steps[-1] < 10**6

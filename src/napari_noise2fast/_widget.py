@@ -83,7 +83,8 @@ def gui_threads() -> int:
 class WorkerDock(Container):
     """What the docks share: one thread worker at a time with a Stop button and a status line, the
     input read by scope (current plane or whole layer), torch threads limited while a CPU run trains,
-    and stopping when the input layer is removed. Subclasses build ``stop_button`` and ``status``."""
+    and stopping when the input layer is removed or the dock destroyed. Subclasses build
+    ``stop_button`` and ``status``."""
 
     def __init__(self, napari_viewer):
         super().__init__(labels=True)
@@ -92,6 +93,7 @@ class WorkerDock(Container):
         self.input_layer = None
         self._threads = None
         self.viewer.layers.events.removed.connect(self._on_layer_removed)
+        self.native.destroyed.connect(self._abandon)
 
     @property
     def running(self) -> bool:
@@ -124,6 +126,18 @@ class WorkerDock(Container):
         if self.__dict__.get("_threads") is not None:
             torch.set_num_threads(self._threads)
             self._threads = None
+
+    def _abandon(self, *_) -> None:
+        """The dock is being destroyed (viewer closed): stop the worker and let it end unheard."""
+        worker = self.__dict__.get("worker")
+        if worker is not None:
+            for signal in (worker.yielded, worker.returned, worker.finished, worker.errored):
+                try:
+                    signal.disconnect()
+                except (TypeError, RuntimeError):
+                    pass
+            worker.quit()
+        self.restore_threads()
 
     def _on_layer_removed(self, event) -> None:
         if self.worker is not None and event.value is self.input_layer:
@@ -168,7 +182,6 @@ class Noise2FastWidget(WorkerDock):
         self.method.changed.connect(self._on_method)
         self.start_button.clicked.connect(lambda: self.start())
         self.stop_button.clicked.connect(self.stop)
-        self.native.destroyed.connect(self._abandon)
 
         self.job = None
         self.output_layer = None
@@ -327,15 +340,3 @@ class Noise2FastWidget(WorkerDock):
         self.worker = None
         self.start_button.enabled = True
         self.stop_button.enabled = False
-
-    def _abandon(self, *_) -> None:
-        """The widget is being destroyed (viewer closed): stop the worker and let it end."""
-        worker = self.__dict__.get("worker")
-        if worker is not None:
-            for signal in (worker.yielded, worker.finished, worker.errored):
-                try:
-                    signal.disconnect()
-                except (TypeError, RuntimeError):
-                    pass
-            worker.quit()
-        self.restore_threads()
