@@ -41,6 +41,19 @@ def test_compare_returns_outputs_rows_and_curves_against_reference(set12_05_crop
     assert "| ZS-N2N | 150 |" in result.table()
 
 
+def test_curve_points_on_a_stack_use_the_whole_references_range(set12_05_crop):
+    from skimage.metrics import peak_signal_noise_ratio
+
+    noisy, clean = set12_05_crop
+    # the second plane is dimmer: its own range is half the stack's
+    stack, reference = np.stack([noisy, noisy / 2]), np.stack([clean, clean / 2])
+    result = compare(stack, ["calibrated"], reference=reference, seed=0, device="cpu")
+    output = result.outputs["calibrated"]
+    _, last = result.curves["calibrated"][-1]
+    assert last == pytest.approx(peak_signal_noise_ratio(reference[1], output[1].astype(np.float64),
+                                                         data_range=np.ptp(reference)))
+
+
 def test_without_reference_curves_are_each_methods_validation_score(set12_05_crop):
     noisy, _ = set12_05_crop
     result = compare(noisy, ["zs-n2n"], seed=0, device="cpu", params=QUICK)

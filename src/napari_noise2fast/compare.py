@@ -190,6 +190,8 @@ def iter_compare(
     common.setdefault("preview", False)  # each method's own output, not the shared Gaussian preview
     image = np.asarray(image)
     reference = None if reference is None else np.asarray(reference)
+    # the curves' points use the whole reference's range, as the table does, not each plane's own
+    data_range = None if reference is None else _data_range(reference)
     comparison = Comparison(curve_kind="PSNR against reference" if reference is not None else "validation PSNR")
     budget = time_budget
     planes = count_planes(image, common.get("axes"), common.get("channel_axis"))
@@ -212,7 +214,8 @@ def iter_compare(
             seconds = time.perf_counter() - start
             point = None
             if reference is not None and event.output is not None:
-                point = (seconds, psnr_against(reference[job.plane_location(event.plane)], event.output))
+                point = (seconds, psnr_against(reference[job.plane_location(event.plane)], event.output,
+                                                data_range))
             elif reference is None and math.isfinite(event.val_psnr):
                 point = (seconds, event.val_psnr)
             if point is not None:
