@@ -14,12 +14,23 @@ predictions after 150,000 steps, far beyond a CPU, so here ``steps`` (default
 1,500) and ``predictions`` (default 30, taken evenly over the second half of
 the budget, the mean streamed as the current output) are explicit; with a
 wall-clock budget ``seconds`` (an equal-time comparison) the second half is
-one of time, not of steps. The score
+one of time, not of steps. One addition to the paper: the last convolution's
+bias starts at the logit of the image's mean, so that the sigmoid output
+starts at the image's mean level. From the default initialisation (output near
+0.5) on a mostly dark image (a confocal plane whose mean is a few percent of its
+range), the first Adam steps push every output down together until the sigmoid
+saturates at 0, where its gradient vanishes: the run ends as a constant image,
+below the noisy input (measured on 128x128 crops of the two FMD confocal images,
+300 steps: 26.1 and 15.8 dB against noisy 36.3 and 19.4; with this bias 39.2
+and 27.8; on a Set12 crop, mean near 0.5, it changes nothing: 22.49 against
+22.50 dB). The score
 is the training objective, the mean loss on dropped pixels over the last
 ``report_every`` steps.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -119,6 +130,13 @@ class Self2Self(TrainedMethod):
         self.ensemble_sum: torch.Tensor | None = None
         self.ensemble_count = 0
         self.recent_losses: list[float] = []
+        self.start_at_mean()
+
+    def start_at_mean(self) -> None:
+        """Set the last convolution's bias so that the sigmoid output starts at the image's mean level."""
+        level = min(max(float(self.noisy.mean()), 1e-3), 1 - 1e-3)
+        with torch.no_grad():
+            self.network.head[-1].bias.fill_(math.log(level / (1 - level)))
 
     def bernoulli(self, like: torch.Tensor) -> torch.Tensor:
         keep = torch.rand(like.shape[-2:], generator=self.generator) < KEEP
