@@ -122,7 +122,7 @@ def test_zs_n2n_learning_rate_halves_every_third_of_a_time_budget():
 
 
 def test_trained_methods_reject_a_non_positive_time_budget():
-    with pytest.raises(ValueError, match="invalid self2self settings"):
+    with pytest.raises(ValueError, match="'seconds' must be positive"):
         get_method("self2self").check_params(seconds=0)
 
 

@@ -12,8 +12,10 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import torch
 
+from napari_noise2fast.checks import check_bool, check_int, check_positive_or_none, check_str
 from napari_noise2fast.devices import resolve_device
-from napari_noise2fast.engine import Event, PlaneRun, check_positive_or_none
+from napari_noise2fast.engine import Event, PlaneRun
+from napari_noise2fast.intensity import IntensityMap, cast, float_max, integer_bounds
 from napari_noise2fast.methods import get_method
 
 MIN_PLANE_SIZE = 8
@@ -37,6 +39,8 @@ def _check_image(image) -> np.ndarray:
         raise ValueError(f"image must be an integer or floating-point array, got dtype {array.dtype}")
     if array.ndim < 2:
         raise ValueError(f"image must have at least 2 dimensions (Y, X), got shape {array.shape}")
+    if array.size == 0:
+        raise ValueError(f"image is empty (shape {array.shape})")
     if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
         raise ValueError("image contains NaN or infinite values; replace them before denoising")
     return array
@@ -45,6 +49,8 @@ def _check_image(image) -> np.ndarray:
 def _resolve_layout(shape: tuple[int, ...], axes: str | None, channel_axis: int | None) -> tuple[int, int, int | None]:
     """Return the (y, x, channel) axis positions, channel None when there is none."""
     ndim = len(shape)
+    check_str("axes", axes)
+    channel_axis = check_int("channel_axis", channel_axis)
     if axes is not None:
         if channel_axis is not None:
             raise ValueError("give either axes or channel_axis, not both")
@@ -71,18 +77,25 @@ def _resolve_layout(shape: tuple[int, ...], axes: str | None, channel_axis: int 
     return spatial[-2], spatial[-1], channel_axis
 
 
-def _output_dtype(input_dtype: np.dtype, dtype) -> np.dtype:
-    if dtype is not None:
-        return np.dtype(dtype)
-    return input_dtype if input_dtype.kind in "ui" else np.dtype(np.float32)
-
-
-def _cast(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """Float results into ``dtype``: integers are rounded and clipped to the dtype's range."""
-    if dtype.kind in "ui":
-        info = np.iinfo(dtype)
-        return np.clip(np.round(values), info.min, info.max).astype(dtype)
-    return values.astype(dtype)
+def _output_dtype(array: np.ndarray, dtype) -> np.dtype:
+    """float32 by default (a constant image: its own dtype, so it comes back unchanged); ValueError where
+    the dtype asked for (or float32) cannot hold the image's values."""
+    if dtype is None:
+        out = array.dtype if array.min() == array.max() else np.dtype(np.float32)
+    else:
+        try:
+            out = np.dtype(dtype)
+        except TypeError as error:
+            raise ValueError(f"dtype must be a NumPy integer or floating-point dtype, got {dtype!r}") from error
+    if out.kind not in "uif" or out.itemsize > 8:
+        raise ValueError(f"dtype must be a NumPy integer or floating-point dtype of at most 64 bits, got {out}")
+    low, high = array.min(), array.max()
+    if out.kind in "ui":
+        integer_bounds(low, high, out)  # ValueError if the dtype holds none of the image's values
+    elif not (-float_max(out) <= float(low) and float(high) <= float_max(out)):
+        raise ValueError(f"the image's values (from {low:.3g} to {high:.3g}) are beyond {out}'s range; "
+                         "pass dtype=np.float64 or rescale the image")
+    return out
 
 
 class DenoiseJob:
@@ -103,8 +116,11 @@ class DenoiseJob:
         moved = np.transpose(image, self._order)
         self._moved_shape = moved.shape
         self._planes = moved.reshape(-1, *moved.shape[-2:])
+        # results as they are kept: normalised float32 and each plane's map back (None: the input plane itself)
         self._results = np.empty(self._planes.shape, dtype=np.float32)
+        self._maps: list[IntensityMap | None] = [None] * len(self._planes)
         self._done = np.zeros(len(self._planes), dtype=bool)
+        self._low, self._high = image.min(), image.max()
         self._method = get_method(method)
         self._is_integer = image.dtype.kind in "ui"
         self._seeds = seeds
@@ -131,8 +147,7 @@ class DenoiseJob:
             )
             for event in self.current:
                 if event.done:
-                    self._results[index] = event.output
-                    self._done[index] = True
+                    self._keep(index, self.current)
                 yield event
             warm = self.current.carry() or warm
         self.current = None
@@ -144,9 +159,30 @@ class DenoiseJob:
             location[axis] = int(position)
         return tuple(location)
 
+    def _keep(self, index: int, run: PlaneRun) -> None:
+        normalised = run.normalised_result()
+        if normalised is not None:
+            self._results[index] = normalised
+            self._maps[index] = run.map
+        self._done[index] = True
+
     def cast(self, values: np.ndarray) -> np.ndarray:
-        """``values`` in the job's output dtype (integers rounded and clipped)."""
-        return _cast(values, self.out_dtype)
+        """``values`` (an event's output) in the job's output dtype: integers rounded and clipped to the
+        input's value range, floats to the dtype's finite range."""
+        return cast(values, self.out_dtype, self._low, self._high)
+
+    def _plane_result(self, index: int) -> np.ndarray:
+        running = self.current is not None and self.current.plane_index == index and not self._done[index]
+        if running:
+            normalised, plane_map = self.current.normalised_result(), self.current.map
+        else:
+            normalised, plane_map = self._results[index], self._maps[index]
+        if normalised is None or plane_map is None:  # constant or not started: the input plane itself
+            plane = self._planes[index]
+            if plane.dtype == self.out_dtype:
+                return plane
+            return cast(plane, self.out_dtype, self._low, self._high)
+        return plane_map.back(normalised, self.out_dtype, self._low, self._high)
 
     def __iter__(self) -> Iterator[Event]:
         return self.events
@@ -162,13 +198,11 @@ class DenoiseJob:
 
     def result(self) -> np.ndarray:
         """The denoised image so far, in the input's shape and the output dtype."""
-        results = self._results.copy()
-        for index in np.flatnonzero(~self._done):
-            running = self.current is not None and self.current.plane_index == index
-            results[index] = self.current.result() if running else self._planes[index]
+        results = np.empty(self._planes.shape, dtype=self.out_dtype)
+        for index in range(self.n_planes):
+            results[index] = self._plane_result(index)
         moved = results.reshape(self._moved_shape)
-        restored = np.transpose(moved, np.argsort(self._order))
-        return self.cast(restored)
+        return np.ascontiguousarray(np.transpose(moved, np.argsort(self._order)))
 
 
 def iter_denoise(
@@ -202,6 +236,22 @@ def iter_denoise(
     >>> job.result().shape
     (32, 32)
     """
+    job_arguments = check_denoise(image, method, axes=axes, channel_axis=channel_axis, device=device, seed=seed,
+                                  max_steps=max_steps, output_every=output_every, dtype=dtype, preview=preview,
+                                  **params)
+    array = job_arguments[0]
+    if array.min() == array.max():
+        warnings.warn("image is constant; it is returned unchanged", UserWarning, stacklevel=2)
+    return DenoiseJob(*job_arguments)
+
+
+def check_denoise(image, method: str = "noise2fast", *, axes=None, channel_axis=None, device="auto", seed=None,
+                  max_steps=None, output_every=None, dtype=None, preview=True, **params) -> tuple:
+    """Check every argument of :func:`iter_denoise` before any work; ValueError naming the first wrong one.
+
+    Returns the arguments of the :class:`DenoiseJob` they make.
+    """
+    check_str("method", method, allow_none=False)
     array = _check_image(image)
     layout = _resolve_layout(array.shape, axes, channel_axis)
     y, x, _ = layout
@@ -214,14 +264,15 @@ def iter_denoise(
     resolved = resolve_device(device)
     check_positive_or_none("max_steps", max_steps)
     check_positive_or_none("output_every", output_every)
-    if array.size and array.min() == array.max():
-        warnings.warn("image is constant; it is returned unchanged", UserWarning, stacklevel=2)
+    seed = check_int("seed", seed, minimum=0)
+    check_bool("preview", preview)
+    out_dtype = _output_dtype(array, dtype)
     n_planes = count_planes(array, axes, channel_axis)
     seeds = [int(s.generate_state(1)[0]) for s in np.random.SeedSequence(seed).spawn(n_planes)] \
         if seed is not None else [None] * n_planes
     run_kwargs = {"device": resolved, "max_steps": max_steps, "output_every": output_every, "preview": preview,
                   **params}
-    return DenoiseJob(array, layout, _output_dtype(array.dtype, dtype), method, seeds, run_kwargs)
+    return array, layout, out_dtype, method, seeds, run_kwargs
 
 
 def denoise(

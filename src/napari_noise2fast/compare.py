@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from napari_noise2fast.api import DenoiseJob, count_planes, iter_denoise
+from napari_noise2fast.api import DenoiseJob, check_denoise, count_planes, iter_denoise
+from napari_noise2fast.checks import check_bool, check_positive_or_none, check_real
 from napari_noise2fast.engine import Event
 from napari_noise2fast.methods import get_method
 
@@ -128,21 +129,43 @@ def quality(reference: np.ndarray, output: np.ndarray) -> tuple[float, float]:
 
 
 def check_comparison(image, methods: Sequence[str], *, reference=None, equal_time: bool = False,
-                     params: dict[str, dict] | None = None) -> list[str]:
-    """ValueError with a plain message for anything wrong, before any training; the methods in run order."""
-    methods = [methods] if isinstance(methods, str) else list(methods)
+                     params: dict[str, dict] | None = None, time_budget: float | None = None,
+                     curve_every: int = 10, **common) -> list[str]:
+    """ValueError with a plain message for anything wrong, before any training; the methods in run order.
+
+    Checks the image and ``common`` as :func:`~napari_noise2fast.iter_denoise` does, every method's
+    ``params``, the reference (real, finite, the image's shape) and the budgets.
+    """
+    if isinstance(methods, str):
+        methods = [methods]
+    if not isinstance(methods, Sequence) or not all(isinstance(name, str) for name in methods):
+        raise ValueError(f"methods must be a method name or a list of them, got {methods!r}")
     if not methods:
         raise ValueError("give at least one method to compare")
     names = [get_method(name).name for name in methods]
     if len(set(names)) != len(names):
-        raise ValueError(f"a method is named twice: {methods}")
+        raise ValueError(f"a method is named twice: {list(methods)}")
+    check_bool("equal_time", equal_time)
+    check_real("time_budget", time_budget, positive=True)
+    check_positive_or_none("curve_every", curve_every)
     if equal_time:
         if "noise2fast" not in names:
             raise ValueError("equal time needs noise2fast among the methods (its time is the budget)")
         names = ["noise2fast"] + [n for n in names if n != "noise2fast"]
-    if reference is not None and np.shape(reference) != np.shape(image):
-        raise ValueError(f"the reference has shape {np.shape(reference)}, the image {np.shape(image)}; "
-                         "they must match")
+    if params is not None and (not isinstance(params, dict) or not all(isinstance(p, dict) for p in params.values())):
+        raise ValueError(f"params must map method names to dicts of their settings, got {params!r}")
+    unknown = set(params or {}) - set(names)
+    if unknown:
+        raise ValueError(f"params names method(s) not compared: {sorted(unknown)}")
+    check_denoise(image, names[0], **common)  # the image and the common arguments
+    if reference is not None:
+        ref = np.asarray(reference)
+        if ref.dtype.kind not in "uif":
+            raise ValueError(f"reference must be an integer or floating-point array, got dtype {ref.dtype}")
+        if ref.shape != np.shape(image):
+            raise ValueError(f"the reference has shape {ref.shape}, the image {np.shape(image)}; they must match")
+        if ref.dtype.kind == "f" and not np.all(np.isfinite(ref)):
+            raise ValueError("reference contains NaN or infinite values")
     for name in names:
         get_method(name).check_params(**(params or {}).get(name, {}))
     return names
@@ -185,7 +208,8 @@ def iter_compare(
         (``axes``, ``channel_axis``, ``device``, ``seed``, ...). ``preview``
         is False unless given: each method is judged on its own output.
     """
-    names = check_comparison(image, methods, reference=reference, equal_time=equal_time, params=params)
+    names = check_comparison(image, methods, reference=reference, equal_time=equal_time, params=params,
+                             time_budget=time_budget, curve_every=curve_every, **common)
     params = dict(params or {})
     common.setdefault("preview", False)  # each method's own output, not the shared Gaussian preview
     image = np.asarray(image)

@@ -25,6 +25,8 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """
     if isinstance(device, torch.device):
         resolved = device
+    elif not isinstance(device, str):
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda', 'mps' or a torch.device, got {device!r}")
     else:
         name = str(device).strip().lower()
         if name == "auto":

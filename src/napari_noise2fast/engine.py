@@ -16,7 +16,9 @@ from typing import ClassVar
 import numpy as np
 import torch
 
+from napari_noise2fast.checks import check_positive_or_none
 from napari_noise2fast.devices import resolve_device
+from napari_noise2fast.intensity import IntensityMap
 from napari_noise2fast.preview import calibrated_gaussian
 
 PREVIEW = "preview"
@@ -119,12 +121,6 @@ def mse_to_psnr(mse: float) -> float:
     return math.inf if mse <= 0 else -10.0 * math.log10(mse)
 
 
-def check_positive_or_none(name: str, value: int | None) -> None:
-    """ValueError unless ``value`` is None or a positive integer."""
-    if value is not None and value < 1:
-        raise ValueError(f"{name} must be a positive integer or None, got {value}")
-
-
 def seeded_module(factory, seed: int) -> torch.nn.Module:
     """Build a module with its weights drawn from ``seed``, leaving the global RNG alone."""
     with torch.random.fork_rng(devices=[]):
@@ -197,12 +193,10 @@ class PlaneRun:
         self.plane_index = plane_index
         self.n_planes = n_planes
         self.rng = np.random.default_rng(seed)
-        plane64 = np.asarray(plane, dtype=np.float64)
-        self.offset = float(plane64.min())
-        self.scale = float(plane64.max()) - self.offset
-        self.level = (1.0 / self.scale if is_integer else 1.0 / 255.0) if self.scale > 0 else 1.0
+        self.map = IntensityMap(plane)
+        self.level = 1.0 if self.map.constant else (1.0 / self.map.range if is_integer else 1.0 / 255.0)
         self._plane = plane
-        self._normalised = ((plane64 - self.offset) / self.scale).astype(np.float32) if self.scale > 0 else None
+        self._normalised = None if self.map.constant else self.map.normalise(plane)
         self.model: Method | None = None
         self.step = 0
         self.best_val_psnr = -math.inf
@@ -223,10 +217,11 @@ class PlaneRun:
     def elapsed(self) -> float:
         return 0.0 if self._started is None else time.perf_counter() - self._started
 
-    def _to_intensity(self, normalised: torch.Tensor | np.ndarray) -> np.ndarray:
-        if isinstance(normalised, torch.Tensor):
-            normalised = normalised.detach().to("cpu", torch.float64).numpy()
-        return (normalised.astype(np.float64) * self.scale + self.offset).astype(np.float32)
+    def _to_intensity(self, normalised: np.ndarray | None) -> np.ndarray:
+        """Float32 in the input's intensities (float64 where float32 cannot hold the plane's range)."""
+        if normalised is None:  # nothing learned: the input itself
+            return np.asarray(self._plane, dtype=self.map.display_dtype()).copy()
+        return self.map.back(normalised, self.map.display_dtype())
 
     def _event(self, val_psnr: float, with_output: bool, done: bool = False) -> Event:
         output = None
@@ -292,16 +287,20 @@ class PlaneRun:
             return None
         return self.model.carry()
 
-    def _current(self, method_output) -> np.ndarray:
+    def _current(self, method_output) -> np.ndarray | None:
         if self.stage == PREVIEW:
-            return self._to_intensity(self._preview)
+            return self._preview
         if self.model is None:
-            return np.asarray(self._plane, dtype=np.float32).copy()
-        return self._to_intensity(method_output())
+            return None
+        return _as_numpy(method_output())
+
+    def normalised_result(self) -> np.ndarray | None:
+        """:meth:`result` in [0, 1] (float32, what a job keeps), or None where the result is the input itself."""
+        return self._current(lambda: self.model.result())
 
     def preview(self) -> np.ndarray:
         """Best single output so far (float32, input intensity scale)."""
-        return self._current(lambda: self.model.preview())
+        return self._to_intensity(self._current(lambda: self.model.preview()))
 
     def result(self) -> np.ndarray:
         """The result so far (float32, input intensity scale): the method's own output
@@ -309,4 +308,10 @@ class PlaneRun:
 
         Before anything ran, and for a constant plane, this is a copy of the input.
         """
-        return self._current(lambda: self.model.result())
+        return self._to_intensity(self.normalised_result())
+
+
+def _as_numpy(output: torch.Tensor | np.ndarray) -> np.ndarray:
+    if isinstance(output, torch.Tensor):
+        return output.detach().to("cpu", torch.float32).numpy()
+    return np.asarray(output, dtype=np.float32)

@@ -7,6 +7,7 @@ import time
 
 import torch
 
+from napari_noise2fast.checks import check_settings
 from napari_noise2fast.devices import fast_dtype
 from napari_noise2fast.engine import Method, seeded_module
 
@@ -50,6 +51,7 @@ class TrainedMethod(Method):
         unknown = set(params) - set(known)
         if unknown:
             raise ValueError(f"unknown {cls.name} parameter(s) {sorted(unknown)}; known: {sorted(known)}")
+        check_settings(cls.name, params, known)
         settings = {**known, **{k: v for k, v in params.items() if v is not None}}
         if settings["steps"] < 1 or settings["report_every"] < 1 or settings["learning_rate"] <= 0 \
                 or (settings["seconds"] is not None and settings["seconds"] <= 0):

@@ -25,6 +25,7 @@ from skimage.restoration import (
     estimate_sigma,
 )
 
+from napari_noise2fast.checks import check_int
 from napari_noise2fast.engine import Method
 
 FAMILIES = ("nl_means", "wavelet", "tv")
@@ -70,13 +71,14 @@ class Calibrated(Method):
         unknown = set(params) - {"families", "stride"}
         if unknown:
             raise ValueError(f"unknown calibrated parameter(s) {sorted(unknown)}; known: ['families', 'stride']")
-        families, stride = params.get("families") or FAMILIES, params.get("stride") or 4
-        families = (families,) if isinstance(families, str) else tuple(families)
-        unknown = [f for f in families if f not in DENOISERS]
-        if not families or unknown:
-            raise ValueError(f"families must be a non-empty subset of {list(FAMILIES)}, got {list(families)}")
-        if stride < 2:
-            raise ValueError(f"stride must be at least 2, got {stride}")
+        families = params.get("families") or FAMILIES
+        stride = check_int("calibrated parameter 'stride'", params.get("stride"), minimum=2) or 4
+        if isinstance(families, str):
+            families = (families,)
+        if not isinstance(families, (list, tuple)) or not families \
+                or any(not isinstance(f, str) or f not in DENOISERS for f in families):
+            raise ValueError(f"families must be a non-empty subset of {list(FAMILIES)}, got {families!r}")
+        families = tuple(families)
         return {"families": families, "stride": int(stride)}
 
     def __init__(self, noisy, *, rng, level, warm=None, **params):

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from napari_noise2fast.checks import check_settings
 from napari_noise2fast.engine import Method, seeded_module
 from napari_noise2fast.methods._torch import PRECISIONS, autocast, compute_dtype
 
@@ -136,7 +137,7 @@ class Noise2Fast(Method):
     @classmethod
     def check_params(cls, preset: str = "fast", **overrides) -> dict:
         """The settings of ``preset`` with ``overrides`` applied; ValueError if any is invalid."""
-        if preset not in PRESETS:
+        if not isinstance(preset, str) or preset not in PRESETS:
             raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {preset!r}")
         unknown = set(overrides) - set(PRESETS[preset])
         if unknown:
@@ -144,6 +145,7 @@ class Noise2Fast(Method):
                 f"unknown Noise2Fast parameter(s) {sorted(unknown)}; "
                 f"known: {sorted(PRESETS[preset])}"
             )
+        check_settings("Noise2Fast", overrides, PRESETS[preset])
         settings = {**PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}}
         if (settings["patience"] < 0 or settings["warm_patience"] < 0 or settings["window"] < 1
                 or settings["learning_rate"] <= 0 or settings["validate_every"] < 1

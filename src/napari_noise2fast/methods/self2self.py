@@ -71,9 +71,14 @@ class Self2SelfNet(nn.Module):
         self.head = nn.ModuleList([nn.Conv2d(2 * width + 1, 64, 3, padding=1), nn.Conv2d(64, 32, 3, padding=1),
                                    nn.Conv2d(32, 1, 3, padding=1)])
         self.dropout = dropout
+        self.generator: torch.Generator | None = None  # the method's own, so a seeded run repeats
 
     def _drop(self, x: torch.Tensor) -> torch.Tensor:
-        return F.dropout(x, self.dropout, training=True)  # on in training and in prediction alike
+        """Dropout, on in training and in prediction alike, drawn from ``generator`` (not torch's global one)."""
+        if self.dropout == 0:
+            return x
+        keep = torch.rand(x.shape, generator=self.generator, device=x.device) >= self.dropout
+        return x * keep.to(x.dtype) / (1 - self.dropout)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         image = x
@@ -119,6 +124,7 @@ class Self2Self(TrainedMethod):
     def __init__(self, noisy, **kwargs):
         super().__init__(noisy, **kwargs)
         self.generator = torch.Generator().manual_seed(int(self.rng.integers(2**63)))
+        self.network.generator = torch.Generator(device=noisy.device).manual_seed(int(self.rng.integers(2**63)))
         height, width = noisy.shape[-2:]
         multiple = 2**POOLINGS
         pad_h, pad_w = -height % multiple, -width % multiple
