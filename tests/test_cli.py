@@ -23,15 +23,20 @@ def test_folder_is_denoised_beside_inputs(images, capsys):
     folder, a, b = images
     assert main([str(folder), "--max-steps", "2", "--seed", "0", "--device", "cpu", "-q"]) == 0
     out_a, out_b = tifffile.imread(folder / "a_N2F.tif"), tifffile.imread(folder / "b_N2F.tif")
-    assert out_a.dtype == np.uint16 and out_a.shape == a.shape
+    assert out_a.dtype == np.float32 and out_a.shape == a.shape  # float32 unless --dtype asks
     assert out_b.dtype == np.float32 and out_b.shape == b.shape
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 2
     assert "2 steps, best validation PSNR" in lines[0] and "a_N2F.tif" in lines[0]
     assert "4 steps over 2 planes" in lines[1]
-    # a second run skips the outputs it wrote
-    assert main([str(folder), "--max-steps", "1", "--device", "cpu", "-q"]) == 0
+    # a second run takes no output as an input, and replaces none without --overwrite
+    written = {name: (folder / name).read_bytes() for name in ("a_N2F.tif", "b_N2F.tif")}
+    assert main([str(folder), "--max-steps", "1", "--device", "cpu", "-q"]) == 1
     assert sorted(p.name for p in folder.iterdir()) == ["a.tif", "a_N2F.tif", "b.tif", "b_N2F.tif"]
+    assert all((folder / name).read_bytes() == data for name, data in written.items())
+    assert all("exists; pass --overwrite" in line for line in capsys.readouterr().err.strip().splitlines())
+    assert main([str(folder), "--max-steps", "1", "--device", "cpu", "-q", "--overwrite", "--dtype", "uint16"]) == 0
+    assert tifffile.imread(folder / "a_N2F.tif").dtype == np.uint16
 
 
 def test_output_file_and_folder(images, tmp_path):
@@ -54,17 +59,21 @@ def test_axes_option_overrides_file(images, capsys):
 def test_missing_and_unreadable_files_fail_but_others_are_written(images, capsys):
     folder, a, _ = images
     (folder / "broken.tif").write_bytes(b"this is not a tiff")
+    (folder / "header.tif").write_bytes(b"II*\x00\x08\x00\x00\x00")  # an 8-byte header, no image
+    (folder / "done.tif").write_bytes((folder / "broken.tif").read_bytes())
     previous = np.full((4, 4), 9, dtype=np.uint8)
-    tifffile.imwrite(folder / "broken_N2F.tif", previous)
-    code = main([str(folder / "missing.tif"), str(folder / "broken.tif"), str(folder / "a.tif"),
-                 "--max-steps", "1", "--device", "cpu", "-q"])
+    tifffile.imwrite(folder / "done_N2F.tif", previous)
+    code = main([str(folder / name) for name in ("missing.tif", "broken.tif", "header.tif", "done.tif", "a.tif")]
+                + ["--max-steps", "1", "--device", "cpu", "-q"])
     assert code == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 2
+    assert len(err) == 4
     assert any("no such file or folder" in line and "missing.tif" in line for line in err)
     assert any("cannot read" in line and "broken.tif" in line for line in err)
+    assert any("cannot read" in line and "header.tif" in line and "holds no image" in line for line in err)
+    assert any("done_N2F.tif exists" in line for line in err)
     assert tifffile.imread(folder / "a_N2F.tif").shape == a.shape
-    np.testing.assert_array_equal(tifffile.imread(folder / "broken_N2F.tif"), previous)
+    np.testing.assert_array_equal(tifffile.imread(folder / "done_N2F.tif"), previous)
 
 
 def test_no_arguments_is_a_usage_error():
@@ -77,4 +86,4 @@ def test_sample_reports_psnr(tmp_path, capsys):
     target = tmp_path / "sample.tif"
     assert main(["--sample", "-o", str(target), "--max-steps", "3", "--seed", "0", "--device", "cpu", "-q"]) == 0
     line = capsys.readouterr().out
-    assert "PSNR against clean" in line and tifffile.imread(target).dtype == np.uint16
+    assert "PSNR against clean" in line and tifffile.imread(target).dtype == np.float32

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import tempfile
@@ -28,18 +29,49 @@ class InputError(Exception):
     """A file that cannot be denoised; the message is one plain line."""
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with a usage error on one line (and exit status 2)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def collect_inputs(paths: list[Path]) -> tuple[list[Path], list[str]]:
-    """TIFF files named or inside the named folders, and one error line per missing path."""
+    """TIFF files named or inside the named folders, and one error line per missing path or empty folder."""
     files, errors = [], []
     for path in paths:
         if path.is_dir():
-            files += sorted(p for p in path.iterdir()
-                            if p.suffix.lower() in TIFF_SUFFIXES and not p.stem.endswith(SUFFIX))
+            found = sorted(p for p in path.iterdir() if p.is_file()
+                           and p.suffix.lower() in TIFF_SUFFIXES and not p.stem.endswith(SUFFIX))
+            if not found:
+                errors.append(f"no .tif or .tiff files to denoise in the folder {path}")
+            files += found
         elif path.is_file():
             files.append(path)
         else:
             errors.append(f"no such file or folder: {path}")
     return files, errors
+
+
+def plan_outputs(sources: list[Path], targets: list[Path], overwrite: bool,
+                 inputs: list[Path] | None = None) -> tuple[list[tuple[Path, Path]], list[str]]:
+    """The (source, target) pairs safe to write, and one error line for each refused one: a target that is
+    an input (or an existing file, without ``overwrite``), or one that an earlier source already writes."""
+    inputs = {p.resolve() for p in (inputs if inputs is not None else sources)}
+    planned, errors, claimed = [], [], {}
+    for source, target in zip(sources, targets, strict=True):
+        key = target.resolve()
+        if key in claimed:
+            errors.append(f"{source}: its output {target} is also the output of {claimed[key]}; "
+                          "rename one or use -o with another folder")
+        elif key in inputs and not overwrite:
+            errors.append(f"{source}: the output {target} is an input file; pass --overwrite to replace it")
+        elif target.exists() and not overwrite:
+            errors.append(f"{source}: {target} exists; pass --overwrite to replace it")
+        else:
+            claimed[key] = source
+            planned.append((source, target))
+    return planned, errors
 
 
 def output_path(source: Path, output: Path | None, single: bool) -> Path:
@@ -55,22 +87,32 @@ def output_path(source: Path, output: Path | None, single: bool) -> Path:
 def read_tiff(path: Path, axes: str | None) -> tuple[np.ndarray, str]:
     try:
         with tifffile.TiffFile(path) as tif:
+            if not tif.series:
+                raise InputError(f"cannot read {path}: the file holds no image (empty or truncated TIFF)")
             series = tif.series[0]
             return series.asarray(), axes or series.axes
+    except InputError:
+        raise
     except Exception as error:  # tifffile raises many kinds for a bad file
         raise InputError(f"cannot read {path}: {error}") from error
 
 
 def write_tiff(path: Path, image: np.ndarray, axes: str) -> None:
-    """Write atomically, so a failed run never leaves a half-written or clobbered output."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(suffix=".tif", dir=path.parent)
-    os.close(handle)
+    """Write atomically, so a failed run never leaves a half-written or clobbered output.
+
+    Raises InputError (one plain line) when the file cannot be written: a read-only or full disk, a
+    folder that cannot be made."""
+    temporary = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(suffix=".tif", dir=path.parent)
+        os.close(handle)
         tifffile.imwrite(temporary, image, metadata={"axes": axes})
         os.replace(temporary, path)
+    except OSError as error:
+        raise InputError(f"cannot write {path}: {error.strerror or error}") from error
     finally:
-        if os.path.exists(temporary):
+        if temporary is not None and os.path.exists(temporary):
             os.remove(temporary)
 
 
@@ -78,7 +120,7 @@ def denoise_with_progress(image: np.ndarray, label: str, args, axes: str | None)
     """Denoise with a tqdm bar; return the result and a summary of steps, validation PSNR and time."""
     params = {"preset": args.preset} if args.preset else {}
     job = iter_denoise(image, axes=axes, device=args.device, seed=args.seed, max_steps=args.max_steps,
-                       **params)
+                       dtype=getattr(args, "dtype", None), **params)
     steps, seconds, best = 0, 0.0, []
     with tqdm(desc=label, unit="step", total=args.max_steps and args.max_steps * job.n_planes,
               leave=False, file=sys.stderr, disable=args.quiet) as bar:
@@ -109,14 +151,18 @@ def run_sample(args) -> int:
     target = args.output or Path("sample_N2F.tif")
     if target.suffix.lower() not in TIFF_SUFFIXES:
         target = target / "sample_N2F.tif"
-    write_tiff(target, result, "YX")
+    try:
+        write_tiff(target, result, "YX")
+    except InputError as error:
+        print(f"noise2fast: error: {error}", file=sys.stderr)
+        return 1
     print(f"sample: {summary}; PSNR against clean {before:.2f} dB -> {after:.2f} dB; wrote {target}")
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="noise2fast", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(prog="noise2fast", description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("paths", nargs="*", type=Path, help="TIFF files or folders of TIFF files")
     parser.add_argument("-o", "--output", type=Path, default=None,
                         help="output folder (or output .tif for a single input); default: beside each input")
@@ -127,16 +173,31 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default="auto", help="auto (CUDA, MPS, then CPU), cpu, cuda or mps")
     parser.add_argument("--preset", default=None,
                         help="Noise2Fast preset: fast (default) or reference (the published settings)")
+    parser.add_argument("--dtype", type=output_dtype, default=None,
+                        help="output dtype, e.g. uint16 (rounded, inside the input's range); default float32")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace existing output files (and an input given as its own output)")
     parser.add_argument("--sample", action="store_true", help="denoise the bundled sample image")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     return parser
+
+
+def output_dtype(name: str) -> np.dtype:
+    """An integer or floating-point NumPy dtype by name (argparse type)."""
+    try:
+        dtype = np.dtype(name)
+    except TypeError:
+        dtype = None
+    if dtype is None or dtype.kind not in "uif" or dtype.itemsize > 8:
+        raise argparse.ArgumentTypeError(f"not an integer or floating-point dtype: {name!r}")
+    return dtype
 
 
 def build_compare_parser() -> argparse.ArgumentParser:
     from napari_noise2fast.compare import DEFAULT_METHODS
     from napari_noise2fast.methods import METHODS
 
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="noise2fast compare",
         description="Denoise each file with several methods in turn and print a table per file "
                     "(method, steps, seconds, validation PSNR, and PSNR/SSIM against --reference).")
@@ -151,6 +212,7 @@ def build_compare_parser() -> argparse.ArgumentParser:
     parser.add_argument("-o", "--output", type=Path, default=None,
                         help="folder for the outputs, <name>_<method>.tif (default: not written)")
     parser.add_argument("--csv", type=Path, default=None, help="append every row to this CSV file")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     parser.add_argument("--axes", default=None, help="axes of every input (default: from the file)")
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--device", default="auto")
@@ -169,11 +231,19 @@ def reference_for(source: Path, reference: Path | None, axes: str | None) -> np.
 
 def compare_main(argv: list[str]) -> int:
     from napari_noise2fast.compare import TABLE_COLUMNS, compare
+    from napari_noise2fast.methods import get_method
 
     args = build_compare_parser().parse_args(argv)
     files, errors = collect_inputs(args.paths)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     for source in files:
+        targets = []
+        if args.output:
+            targets = [args.output / f"{source.stem}_{method}.tif" for method in methods]
+            _, refused = plan_outputs([source] * len(targets), targets, args.overwrite, inputs=files)
+            if refused:  # decided before the comparison runs, so no time is spent on what cannot be kept
+                errors += refused
+                continue
         try:
             image, axes = read_tiff(source, args.axes)
             reference = reference_for(source, args.reference, axes)
@@ -189,16 +259,21 @@ def compare_main(argv: list[str]) -> int:
             errors.append(str(error) if isinstance(error, InputError) else f"{source}: {error}")
             continue
         print(f"\n{source}" + (" (equal time)" if args.equal_time else "") + "\n" + result.table(), flush=True)
-        if args.output:
-            for method, output in result.outputs.items():
-                write_tiff(args.output / f"{source.stem}_{method}.tif", output, axes)
+        for method, target in zip(methods, targets, strict=False):
+            try:
+                write_tiff(target, result.outputs[get_method(method).name], axes)
+            except InputError as error:
+                errors.append(str(error))
         if args.csv:
-            new = not args.csv.exists()
-            with args.csv.open("a") as handle:
-                if new:
-                    handle.write(",".join(("file",) + TABLE_COLUMNS) + "\n")
-                for line in result.csv().splitlines()[1:]:
-                    handle.write(f"{source.name},{line}\n")
+            try:
+                new = not args.csv.exists()
+                with args.csv.open("a") as handle:
+                    if new:
+                        handle.write(",".join(("file",) + TABLE_COLUMNS) + "\n")
+                    for line in result.csv().splitlines()[1:]:
+                        handle.write(f"{source.name},{line}\n")
+            except OSError as error:
+                errors.append(f"cannot write {args.csv}: {error.strerror or error}")
     for error in errors:
         print(f"noise2fast compare: error: {error}", file=sys.stderr)
     return 1 if errors else 0
@@ -206,6 +281,7 @@ def compare_main(argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    logging.getLogger("tifffile").setLevel(logging.ERROR)  # a bad file is reported on one line, not logged too
     if argv and argv[0] == "compare":
         return compare_main(argv[1:])
     parser = build_parser()
@@ -215,11 +291,17 @@ def main(argv: list[str] | None = None) -> int:
     if not args.paths:
         parser.error("give TIFF files or folders to denoise, or --sample")
     files, errors = collect_inputs(args.paths)
-    for source in files:
+    if args.output is not None and args.output.suffix.lower() in TIFF_SUFFIXES and len(files) > 1:
+        print(f"noise2fast: error: -o {args.output} names one .tif file but there are {len(files)} inputs; "
+              "give a folder", file=sys.stderr)
+        return 1
+    single = len(args.paths) == 1 and len(files) == 1
+    planned, refused = plan_outputs(files, [output_path(f, args.output, single) for f in files], args.overwrite)
+    errors += refused
+    for source, target in planned:
         try:
             image, axes = read_tiff(source, args.axes)
             result, summary = denoise_with_progress(image, source.name, args, axes)
-            target = output_path(source, args.output, single=len(args.paths) == 1 and len(files) == 1)
             write_tiff(target, result, axes)
             print(f"{source}: {summary} -> {target}", flush=True)
         except (InputError, ValueError) as error:
