@@ -16,7 +16,7 @@ def test_denoise_layer_returns_layer_data_lined_up_with_the_input():
     data = noisy_cell()[:48, :48].copy()
     layer = viewer.add_image(data, name="cell", scale=(0.3, 0.3), translate=(5, 6), contrast_limits=(95, 150))
     out, meta, kind = denoise_layer(layer, seed=0, max_steps=10, device="cpu")
-    assert kind == "image" and out.shape == data.shape and out.dtype == np.uint16
+    assert kind == "image" and out.shape == data.shape and out.dtype == np.float32
     assert meta["name"] == "cell [Noise2Fast]" == output_name("cell")
     assert meta["scale"] == (0.3, 0.3) and meta["translate"] == (5, 6) and meta["contrast_limits"] == (95, 150)
     added = viewer.add_image(out, **meta)
@@ -29,6 +29,6 @@ def test_denoise_layer_handles_rgb_layers_and_plain_arrays():
     rgb = np.random.default_rng(0).integers(0, 255, (24, 24, 3)).astype(np.uint8)
     layer = viewer.add_image(rgb, name="rgb", rgb=True)
     out, meta, _ = denoise_layer(layer, seed=0, max_steps=2, device="cpu")
-    assert meta["rgb"] and "contrast_limits" not in meta and out.shape == rgb.shape
+    assert meta["rgb"] and meta["contrast_limits"] == tuple(layer.contrast_limits) and out.shape == rgb.shape
     out, meta, _ = denoise_layer(rgb[..., 0], seed=0, max_steps=2, device="cpu")
     assert out.shape == (24, 24) and meta == {"name": "image [Noise2Fast]"}

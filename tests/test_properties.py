@@ -185,7 +185,7 @@ REFERENCES = {"nan": np.nan, "inf": np.inf, "bool": True, "shape": None, "good":
                          st.just(["calibrated", "calibrated"]), st.just([3]), st.just(["nope"])),
        equal_time=st.one_of(st.just(False), st.booleans(), st.none(), st.just(1)),
        corrupt=st.integers(0, 3))
-def test_compare_checks_everything_before_any_work(monkeypatch_free_counter, reference, time_budget, methods,
+def test_compare_checks_everything_before_any_work(reports, reference, time_budget, methods,
                                                    equal_time, corrupt):
     # one argument at a time is anything; the others are valid
     image = np.random.default_rng(0).normal(100, 10, (12, 12)).astype(np.float32)
@@ -196,14 +196,15 @@ def test_compare_checks_everything_before_any_work(monkeypatch_free_counter, ref
     ref = values["reference"]
     ref = None if ref == "none" else np.ones((3, 3)) if ref == "shape" else \
         np.full(image.shape, REFERENCES[ref], dtype=bool if ref == "bool" else float) if ref != "good" else image * 0.9
-    monkeypatch_free_counter.clear()
+    reports.clear()
     try:
         result = compare(image, values["methods"], reference=ref, time_budget=values["time_budget"],
                          equal_time=values["equal_time"], device="cpu",
-                         params={"calibrated": {"families": ("tv",)}}, progress=lambda *report: monkeypatch_free_counter.append(report))
+                         params={"calibrated": {"families": ("tv",)}},
+                         progress=lambda *report: reports.append(report))
     except ValueError as error:
         event(f"ValueError: {str(error)[:30]}")
-        assert monkeypatch_free_counter == []  # refused before any work
+        assert reports == []  # refused before any work
         return
     event("result")
     assert all(output.shape == image.shape for output in result.outputs.values())
@@ -212,7 +213,7 @@ def test_compare_checks_everything_before_any_work(monkeypatch_free_counter, ref
 
 
 @pytest.fixture(scope="module")
-def monkeypatch_free_counter():
+def reports():
     """A list the progress callback appends to (module-scoped: hypothesis reruns the test body)."""
     return []
 

@@ -78,9 +78,9 @@ def test_start_streams_curve_and_output_layer(qtbot, viewer, docked):
     best_x, _ = docked.best_point.getData()
     assert best_x[0] == xs[int(np.argmax(ys))]
     out = viewer.layers["cell [Noise2Fast]"]
-    assert out.data.shape == data.shape and out.data.dtype == np.uint16
+    assert out.data.shape == data.shape and out.data.dtype == np.float32  # not rounded to the input's uint16
     assert not np.array_equal(out.data, data)
-    np.testing.assert_array_equal(out.data, events[-1].output.round().clip(0, 65535).astype(np.uint16))
+    np.testing.assert_array_equal(out.data, events[-1].output)
     assert tuple(out.scale) == (0.5, 2.0) and tuple(out.translate) == (3, 4)
     assert tuple(out.contrast_limits) == (90, 160)
     np.testing.assert_array_equal(layer.data, before)
@@ -173,7 +173,8 @@ def test_rgb_layer_is_denoised_per_channel_and_shown_as_rgb(qtbot, viewer, docke
     docked.start(layer, settings={**QUICK, "max_steps": 10})
     wait_done(qtbot, docked)
     out = viewer.layers["rgb [Noise2Fast]"]
-    assert out.rgb and out.data.shape == rgb.shape and out.data.dtype == np.uint8
+    assert out.rgb and out.data.shape == rgb.shape and out.data.dtype == np.float32
+    assert tuple(out.contrast_limits) == tuple(layer.contrast_limits)  # float RGB shown on the input's scale
     assert all(not np.array_equal(out.data[..., c], rgb[..., c]) for c in range(3))
 
 

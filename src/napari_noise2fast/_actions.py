@@ -1,7 +1,10 @@
 """One-click actions (Layers > Filter > Denoise, and the layer list's right-click menu).
 
-Both open the dock widget, so the validation curve is visible, and start a run
-with the default settings on the whole layer; the widget owns the worker.
+Both open the dock widget, pick the layer there and start a run with what the
+dock shows (method, settings, scope; the defaults the first time), so the
+validation curve is visible and what runs is what the dock says; the widget
+owns the worker. An output of this plugin is not denoised from here: the
+action says so and points at its input.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from napari.layers import Image
 from napari.utils.notifications import show_warning
 from napari.viewer import Viewer
 
-from napari_noise2fast._widget import DEFAULTS, WHOLE_LAYER
+from napari_noise2fast.layers import made_by_plugin
 
 PLUGIN, WIDGET = "napari-noise2fast", "Noise2Fast"
 
@@ -22,10 +25,14 @@ def open_widget(viewer: Viewer):
 
 
 def denoise_with_defaults(viewer: Viewer, layer: Image | None = None):
-    """Denoise ``layer`` (default: the active layer) with the default settings, shown in the dock widget."""
+    """Denoise ``layer`` (default: the active layer) with the dock's settings, shown in the dock widget."""
     layer = layer if layer is not None else viewer.layers.selection.active
     if not isinstance(layer, Image):
         show_warning("Noise2Fast: select an image layer first.")
         return None
-    widget = open_widget(viewer)
-    return widget.start(layer, settings=DEFAULTS, scope=WHOLE_LAYER)
+    made_by = made_by_plugin(layer)
+    if made_by is not None:
+        show_warning(f"Noise2Fast: {layer.name!r} is an output of this plugin; select its input "
+                     f"{made_by['source']!r} (or pick the output in the dock to denoise it again).")
+        return None
+    return open_widget(viewer).start(layer)

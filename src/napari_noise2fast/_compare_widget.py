@@ -27,7 +27,6 @@ from magicgui.widgets import (
     create_widget,
 )
 from napari.layers import Image
-from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info, show_warning
 from napari.utils.theme import get_theme
 from qtpy.QtWidgets import QAbstractItemView, QApplication, QTableWidget, QTableWidgetItem
@@ -40,7 +39,6 @@ from napari_noise2fast._widget import (
     available_devices,
     warm_up_torch,
 )
-from napari_noise2fast.api import iter_denoise
 from napari_noise2fast.compare import TABLE_COLUMNS, check_comparison, iter_compare
 from napari_noise2fast.devices import resolve_device
 from napari_noise2fast.layers import layer_settings, output_metadata
@@ -70,6 +68,8 @@ def throttled_compare(runs, min_interval: float):
 
 class CompareWidget(WorkerDock):
     """Dock widget: compare zero-shot denoisers on the selected image layer."""
+
+    title = "Compare"
 
     def __init__(self, napari_viewer):
         super().__init__(napari_viewer)
@@ -160,12 +160,12 @@ class CompareWidget(WorkerDock):
                     raise ValueError(f"the reference layer {reference.name!r} has shape {reference.data.shape}, "
                                      f"the image {layer.data.shape}; they must match")
                 ref = np.asarray(reference.data[self._base] if self._base else reference.data)
-            check_comparison(data, methods, reference=ref, equal_time=self.equal_time.value, params=params)
-            iter_denoise(data, methods[0], device=self.device.value, **layer_settings(layer))  # checks the input
-            runs = iter_compare(data, methods, reference=ref, equal_time=self.equal_time.value,
-                                time_budget=self.time_budget.value or None, params=params,
-                                seed=None if self.seed.value < 0 else self.seed.value, device=self.device.value,
-                                **layer_settings(layer))
+            arguments = {"reference": ref, "equal_time": self.equal_time.value, "params": params,
+                         "time_budget": self.time_budget.value or None,
+                         "seed": None if self.seed.value < 0 else self.seed.value, "device": self.device.value,
+                         **layer_settings(layer)}
+            check_comparison(data, methods, **arguments)  # every argument, before the worker starts
+            runs = iter_compare(data, methods, **arguments)
         except (ValueError, MemoryError) as error:
             show_error(f"Compare: {error}")
             return None
@@ -173,11 +173,8 @@ class CompareWidget(WorkerDock):
         self._reset_plot(reference is not None)
         self._show_rows(None)
         self.limit_threads(resolve_device(self.device.value))
-        self.worker = create_worker(throttled_compare, runs, UPDATE_SECONDS)
-        self.worker.yielded.connect(self._on_report)
+        self.start_worker(throttled_compare, runs, UPDATE_SECONDS, on_item=self._on_report)
         self.worker.returned.connect(self._on_returned)
-        self.worker.errored.connect(lambda error: show_error(f"Compare stopped with an error: {error}"))
-        self.worker.finished.connect(self._on_finished)
         self.start_button.enabled = self.copy_button.enabled = False
         self.stop_button.enabled = True
         self.status.value = f"Comparing {', '.join(METHODS[m].display_name for m in methods)} on {layer.name}..."
@@ -224,9 +221,8 @@ class CompareWidget(WorkerDock):
             xs, ys = zip(*self._points[method], strict=True)
             self.curves[method].setData(list(xs), list(ys))
         if show:
-            layer = self.output_layers[method]
-            layer.data[self._base + job.plane_location(event.plane)] = job.cast(event.output)
-            layer.refresh()
+            self.write_output(self.output_layers[method], self._base + job.plane_location(event.plane),
+                              job.cast(event.output))
         plane = f" · plane {event.plane + 1}/{event.n_planes}" if event.n_planes > 1 else ""
         self.status.value = f"{METHODS[method].display_name}: step {event.step}{plane} · {event.elapsed:.1f} s"
 
@@ -244,14 +240,12 @@ class CompareWidget(WorkerDock):
                 for i in range(self.table.rowCount())]
 
     def _on_returned(self, comparison) -> None:
+        if comparison is None:  # the run failed (already notified): _on_finished keeps what it had
+            return
         self.comparison = comparison
         self._show_rows(comparison)
         for row in comparison.rows:  # the final outputs, whatever the throttle dropped
-            layer = self.output_layers.get(row.method)
-            if layer is not None:
-                output = comparison.outputs[row.method]
-                layer.data[self._base if self._base else ...] = output
-                layer.refresh()
+            self.write_output(self.output_layers.get(row.method), self._base, comparison.outputs[row.method])
         self.copy_button.enabled = True
         self.status.value = f"Done: {len(comparison.rows)} method(s) compared."
 
@@ -259,16 +253,11 @@ class CompareWidget(WorkerDock):
         if self.comparison is None and self._current is not None:
             report = self._current
             report.job.close()
-            layer = self.output_layers.get(report.method)
-            if layer is not None:  # the stopped method's best so far
-                layer.data[self._base if self._base else ...] = report.job.result()
-                layer.refresh()
+            # the stopped method's best so far
+            self.write_output(self.output_layers.get(report.method), self._base, report.job.result())
             self.comparison = report.comparison
             self._show_rows(report.comparison)
             self.copy_button.enabled = bool(report.comparison.rows)
             self.status.value = (f"Stopped during {METHODS[report.method].display_name}: its layer holds its best "
                                  f"so far; the table lists the methods that finished.")
-        self.restore_threads()
-        self.worker = None
-        self.start_button.enabled = True
-        self.stop_button.enabled = False
+        self.release_worker()

@@ -7,10 +7,11 @@ events it receives (plot, status, output layer) and never computes.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pyqtgraph as pg
@@ -24,15 +25,16 @@ from napari.utils.theme import get_theme
 from qtpy.QtCore import Qt
 
 from napari_noise2fast.api import iter_denoise
-from napari_noise2fast.layers import layer_settings, output_metadata
+from napari_noise2fast.layers import layer_settings, made_by_plugin, output_metadata
 from napari_noise2fast.methods import METHODS
 from napari_noise2fast.methods.noise2fast import PRESETS
 
 CURRENT_PLANE, WHOLE_LAYER = "current plane", "whole layer"
-# the knobs' initial values, and what the one-click menu actions run with
+# the knobs' initial values (the one-click menu actions run with what the dock shows)
 DEFAULTS = {"method": "noise2fast", "preset": "fast", "max_steps": None, "seed": 0, "device": "auto"}
 UPDATE_SECONDS = 0.5  # at most two output-layer redraws a second while training
 CURVE_COLOUR = "#f0a030"  # readable on the dark and the light theme
+logger = logging.getLogger(__name__)
 
 
 def available_devices() -> list[str]:
@@ -42,6 +44,38 @@ def available_devices() -> list[str]:
     if torch.backends.mps.is_available():
         devices.append("mps")
     return devices
+
+
+@dataclass(frozen=True)
+class RunFailure:
+    """The last item a worker yields when its run raised; the dock shows it as a notification."""
+
+    error: Exception
+
+
+def _drive(body):
+    """A worker's body: the items of the generator ``body`` (closed from outside when the run ends)."""
+    return (yield from body)
+
+
+def reporting_errors(body):
+    """Wrap a worker's generator function so that an error inside the run ends it as a :class:`RunFailure`.
+
+    Not raised on: napari relays a worker's error as a traceback notification, and superqt's worker
+    swallows a RuntimeError (taking it for a deleted Qt object) without emitting ``errored`` or
+    ``finished``, while torch raises RuntimeError for most failures, out of memory among them: the
+    dock would have stayed "running" forever, silently.
+    """
+
+    def wrapped(*args, **kwargs):
+        try:
+            return (yield from body(*args, **kwargs))
+        except Exception as error:
+            logger.error("%s", error, exc_info=error)  # the traceback for a log, not for the user
+            yield RunFailure(error)
+            return None
+
+    return wrapped
 
 
 def throttled(job, min_interval: float):
@@ -84,20 +118,76 @@ class WorkerDock(Container):
     """What the docks share: one thread worker at a time with a Stop button and a status line, the
     input read by scope (current plane or whole layer), torch threads limited while a CPU run trains,
     and stopping when the input layer is removed or the dock destroyed. Subclasses build
-    ``stop_button`` and ``status``."""
+    ``stop_button`` and ``status``, and name the dock in ``title`` (the prefix of its notifications)."""
+
+    title = "Noise2Fast"
 
     def __init__(self, napari_viewer):
         super().__init__(labels=True)
         self.viewer = napari_viewer
         self.worker = None
+        self._body = None
         self.input_layer = None
         self._threads = None
+        self._kept_visuals: list = []  # see _on_layer_removing
+        self.viewer.layers.events.removing.connect(self._on_layer_removing)
         self.viewer.layers.events.removed.connect(self._on_layer_removed)
         self.native.destroyed.connect(self._abandon)
 
     @property
     def running(self) -> bool:
         return self.worker is not None
+
+    def start_worker(self, body, *args, on_item) -> None:
+        """Run ``body(*args)`` (a generator function) in a thread worker: each item goes to ``on_item`` on
+        the GUI thread, a failure of the run to a notification, the end to ``_on_finished``."""
+        self._body = reporting_errors(body)(*args)
+        # napari keeps every worker (its task list holds worker.quit); the worker drives this generator,
+        # which release_worker closes, so a finished run's job and model are freed, not kept with it
+        self.worker = create_worker(_drive, self._body)
+        self.worker.yielded.connect(lambda item: self._on_failure(item) if isinstance(item, RunFailure)
+                                    else on_item(item))
+        self.worker.finished.connect(self._on_finished)
+
+    def release_worker(self) -> None:
+        """The run has ended: free what it held, give the threads back, and enable Start again."""
+        if self.__dict__.get("_body") is not None:
+            self._body.close()
+            self._body = None
+        self.restore_threads()
+        self.worker = None
+        self.start_button.enabled = True
+        self.stop_button.enabled = False
+
+    def write_output(self, layer: Image | None, location, values: np.ndarray) -> None:
+        """Write ``values`` into ``layer`` at ``location`` (``()``: all of it) and redraw it; a layer no
+        longer in the viewer is left alone."""
+        if layer is None or layer not in self.viewer.layers:
+            return
+        layer.data[location if location != () else ...] = values
+        layer.refresh()
+
+    def _on_layer_removing(self, event) -> None:
+        """While a run updates its outputs, keep the GL program of an image layer being removed alive.
+
+        On Mesa's software OpenGL (llvmpipe 22.3, as under Xvfb), once the GL program of the first-created
+        image layer is deleted, the next draw of another image layer that changed (new data, contrast
+        limits) kills the process with a segmentation fault in glDrawArrays: 5 of 5 tries when the input
+        was removed mid-run, and plain napari does the same with no plugin. Holding the removed layer's
+        vispy visual (its program, and its texture of the shown plane) until the dock closes prevents it
+        (0 crashes in the real-viewer test, against a crash on its first removal without). It uses
+        napari's private canvas; if that moves, nothing is kept.
+        """
+        if self.worker is None:
+            return
+        try:
+            layer = self.viewer.layers[event.index]
+            self._kept_visuals.append(self.viewer.window._qt_viewer.canvas.layer_to_visual[layer].node)
+        except (AttributeError, KeyError, IndexError, TypeError):
+            pass
+
+    def _on_failure(self, failure: RunFailure) -> None:
+        show_error(f"{self.title} stopped with an error: {failure.error}")
 
     def stop(self) -> None:
         """Stop at the next step; the output layers keep the best results so far."""
@@ -107,11 +197,21 @@ class WorkerDock(Container):
             self.status.value = "Stopping after this step..."
 
     def read_input(self, layer: Image, scope: str) -> tuple[np.ndarray, tuple]:
-        """The array to denoise (a copy-free view where possible) and its index in the layer's data."""
+        """The array to denoise (a copy-free view where possible) and its index in the layer's data.
+
+        ValueError when "current plane" does not fit what the viewer shows: a 3D view, or a plane
+        other than the layer's last two axes on screen (the plane denoised is always a YX plane)."""
         spatial = layer.data.ndim - (1 if layer.rgb else 0)
         leading = spatial - 2
         if scope == WHOLE_LAYER or leading <= 0:
             return np.asarray(layer.data), ()
+        dims = self.viewer.dims
+        if dims.ndisplay != 2:
+            raise ValueError("'current plane' needs the 2D view: switch the viewer to 2D, or choose 'whole layer'")
+        shown = [axis - (dims.ndim - layer.ndim) for axis in dims.displayed]
+        if sorted(shown) != [layer.ndim - 2, layer.ndim - 1]:
+            raise ValueError(f"'current plane' denoises the layer's last two axes, but the viewer shows axes "
+                             f"{sorted(shown)} of {layer.name!r}: reset the axis order, or choose 'whole layer'")
         position = layer.world_to_data(self.viewer.dims.point[-layer.ndim:])
         base = tuple(int(np.clip(round(position[i]), 0, layer.data.shape[i] - 1)) for i in range(leading))
         return np.asarray(layer.data[base]), base
@@ -138,11 +238,13 @@ class WorkerDock(Container):
                     pass
             worker.quit()
         self.restore_threads()
+        self.__dict__.get("_kept_visuals", []).clear()
 
     def _on_layer_removed(self, event) -> None:
         if self.worker is not None and event.value is self.input_layer:
             self.worker.quit()
             self.status.value = "Input layer removed: stopping."
+            show_info(f"{self.title}: the input layer {event.value.name!r} was removed; the run stopped.")
 
 
 class Noise2FastWidget(WorkerDock):
@@ -246,6 +348,10 @@ class Noise2FastWidget(WorkerDock):
             return None
         if layer in self.viewer.layers and self.image.value is not layer:
             self.image.value = layer
+        made_by = made_by_plugin(layer)
+        if made_by is not None:
+            show_warning(f"Noise2Fast: {layer.name!r} is already an output of this plugin "
+                         f"({METHODS[made_by['method']].display_name} on {made_by['source']!r}); denoising it again.")
         settings = dict(self.settings() if settings is None else settings)
         method = settings.pop("method", "noise2fast")
         try:
@@ -259,10 +365,7 @@ class Noise2FastWidget(WorkerDock):
         self._reset_plot(-1)
         self._progress = progress(total=self.job.n_planes, desc=f"Noise2Fast on {layer.name}")
         self.limit_threads(self.job.device)
-        self.worker = create_worker(throttled, self.job, UPDATE_SECONDS)
-        self.worker.yielded.connect(self._on_event)
-        self.worker.errored.connect(self._on_error)
-        self.worker.finished.connect(self._on_finished)
+        self.start_worker(throttled, self.job, UPDATE_SECONDS, on_item=self._on_event)
         self.start_button.enabled = False
         self.stop_button.enabled = True
         self.status.value = f"Starting on {layer.name} ({self.job.n_planes} plane(s), device {self.job.device})..."
@@ -286,10 +389,9 @@ class Noise2FastWidget(WorkerDock):
     # ----------------------------------------------------------------- events
     def _on_event(self, event) -> None:
         self._last = event
-        if event.output is not None and self.output_layer is not None:
-            location = self._base + self.job.plane_location(event.plane)
-            self.output_layer.data[location] = self.job.cast(event.output)
-            self.output_layer.refresh()
+        if event.output is not None:
+            self.write_output(self.output_layer, self._base + self.job.plane_location(event.plane),
+                              self.job.cast(event.output))
         if event.plane != self._plane:
             self._reset_plot(event.plane)
         if event.step == 0 and not math.isnan(event.val_psnr):
@@ -312,18 +414,12 @@ class Noise2FastWidget(WorkerDock):
                 f"{event.stage} · device {self.job.device}")
         return f"{ending}{text}"
 
-    def _on_error(self, error: Exception) -> None:
-        show_error(f"Noise2Fast stopped with an error: {error}")
-
     def _on_finished(self) -> None:
         job, event = self.job, self._last
         stopped = job is not None and job.current is not None
         if stopped:
             job.close()
-            if self.output_layer is not None:
-                location = self._base if self._base else ...
-                self.output_layer.data[location] = job.result()
-                self.output_layer.refresh()
+            self.write_output(self.output_layer, self._base, job.result())
         if event is not None:
             if stopped:
                 ending = f"Stopped at step {event.step}: output holds the best result so far. "
@@ -333,10 +429,7 @@ class Noise2FastWidget(WorkerDock):
         self._release()
 
     def _release(self) -> None:
-        self.restore_threads()
         if self._progress is not None:
             self._progress.close()
             self._progress = None
-        self.worker = None
-        self.start_button.enabled = True
-        self.stop_button.enabled = False
+        self.release_worker()

@@ -27,17 +27,27 @@ def layer_settings(layer) -> dict:
     return {"channel_axis": -1} if getattr(layer, "rgb", False) else {}
 
 
+MARK = "napari_noise2fast"  # the key in an output layer's metadata that says what made it
+
+
 def output_metadata(layer, method: str = "noise2fast") -> dict:
-    """Metadata for the output layer: the input's name + method, scale, translate, contrast limits."""
-    meta = {
-        "name": output_name(getattr(layer, "name", "image"), method),
+    """Metadata for the output layer: the input's name + method, scale, translate, contrast limits (the
+    output is float32, RGB included, shown with the input's limits), and a mark saying what made it."""
+    name = getattr(layer, "name", "image")
+    return {
+        "name": output_name(name, method),
         "scale": tuple(layer.scale),
         "translate": tuple(layer.translate),
         "rgb": bool(getattr(layer, "rgb", False)),
+        "contrast_limits": tuple(layer.contrast_limits),
+        "metadata": {MARK: {"source": name, "method": get_method(method).name}},
     }
-    if not meta["rgb"]:
-        meta["contrast_limits"] = tuple(layer.contrast_limits)
-    return meta
+
+
+def made_by_plugin(layer) -> dict | None:
+    """What made ``layer`` (``{"source": input name, "method": name}``) if it is an output of this plugin."""
+    mark = getattr(layer, "metadata", {}).get(MARK)
+    return mark if isinstance(mark, dict) else None
 
 
 def denoise_layer(layer_or_array, method: str = "noise2fast", **kwargs) -> tuple[np.ndarray, dict, str]:
