@@ -42,6 +42,16 @@ def test_integer_outputs_near_the_dtype_maximum_do_not_wrap_around(method, dtype
     assert image.min() <= out.min() and out.max() <= image.max()  # was 0 / -2**31 after the cast overflowed
 
 
+@pytest.mark.parametrize("method", ["noise2fast", "noise2self", "calibrated"])
+def test_int64_extremes_one_apart_are_not_a_division_by_zero(method):
+    # found by the long hypothesis profile: -2**63 + 511 and -2**63 + 512 are one value in float64
+    image = np.full((8, 8), -(2**63) + 511, np.int64)
+    image[0, 0] += 1
+    out = denoise(image, method, dtype=np.int64, **QUICK, **BUDGETS[method])
+    assert image.min() <= out.min() and out.max() <= image.max()
+    assert np.all(np.isfinite(denoise(image, method, **QUICK, **BUDGETS[method])))
+
+
 def test_a_constant_32_bit_integer_image_comes_back_unchanged():
     image = np.full((16, 16), 2**24 + 1, np.int32)  # float32 holds 2**24 but not 2**24 + 1
     with pytest.warns(UserWarning, match="constant"):

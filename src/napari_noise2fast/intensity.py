@@ -70,7 +70,10 @@ class IntensityMap:
         self.dtype = plane.dtype
         self.low, self.high = plane.min(), plane.max()
         self._half_low = float(self.low) / 2
-        self._half_range = float(self.high) / 2 - self._half_low
+        if self.dtype.kind in "ui":  # exact: int64 extremes a few units apart are one value in float64
+            self._half_range = (int(self.high) - int(self.low)) / 2
+        else:
+            self._half_range = float(self.high) / 2 - self._half_low
 
     @property
     def constant(self) -> bool:
@@ -85,6 +88,10 @@ class IntensityMap:
         """The plane in [0, 1], float32 (zeros for a constant plane)."""
         if self.constant:
             return np.zeros(np.shape(plane), dtype=np.float32)
+        if self.dtype.kind in "ui":  # the exact difference to the minimum, modulo 2**64 in uint64
+            offset = np.uint64(int(self.low) % 2**64)
+            difference = (np.asarray(plane).astype(np.uint64) - offset).astype(np.float64)
+            return np.clip(difference / (2 * self._half_range), 0.0, 1.0).astype(np.float32)
         halves = np.asarray(plane, dtype=np.float64) / 2
         return np.clip((halves - self._half_low) / self._half_range, 0.0, 1.0).astype(np.float32)
 
