@@ -211,9 +211,12 @@ def _resident_bytes() -> int:
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="needs /proc to read resident memory")
-def test_soak_start_stop_cycles_and_deletions_leave_no_threads_or_memory_behind(qtbot, viewer, docked):
+def test_soak_start_stop_cycles_and_deletions_leave_no_threads_or_memory_behind(qtbot, make_napari_viewer):
     from qtpy.QtCore import QThreadPool
 
+    viewer = make_napari_viewer(show=True)  # a painting canvas, as in use
+    viewer.window._qt_window.resize(1600, 1000)
+    _, docked = viewer.window.add_plugin_dock_widget(PLUGIN, "Noise2Fast")
     pool = QThreadPool.globalInstance()
     layer = viewer.add_image(cell(32), name="cell")
     counts, memory = [], []
@@ -238,4 +241,5 @@ def test_soak_start_stop_cycles_and_deletions_leave_no_threads_or_memory_behind(
     assert all(count == warm for count in counts[1:]), counts
     assert (threading.active_count(), pool.activeThreadCount()) == warm
     growth = (memory[-1] - memory[10]) / memory[10]
+    print(f"soak: threads {warm}, resident {memory[10] / 2**20:.0f} -> {memory[-1] / 2**20:.0f} MiB ({growth:+.1%})")
     assert growth < 0.10, f"resident memory grew {growth:.1%} over the last 90 cycles"
