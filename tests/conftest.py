@@ -30,3 +30,16 @@ def set12_05_crop(data_dir) -> tuple[np.ndarray, np.ndarray]:
     noisy = tifffile.imread(noisy_path)[64:128, 64:128]
     clean = imread(data_dir / "set12" / "clean" / "05.png")[64:128, 64:128].astype(np.float64)
     return noisy, clean
+
+
+@pytest.fixture
+def viewer(make_napari_viewer):
+    """A real napari viewer (pytest-qt and napari's make_napari_viewer)."""
+    return make_napari_viewer()
+
+
+@pytest.fixture
+def docked(viewer):
+    """The Noise2Fast dock widget in ``viewer``."""
+    _, widget = viewer.window.add_plugin_dock_widget("napari-noise2fast", "Noise2Fast")
+    return widget

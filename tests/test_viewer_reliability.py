@@ -22,17 +22,6 @@ TIMEOUT_MS = 120_000
 
 
 @pytest.fixture
-def viewer(make_napari_viewer):
-    return make_napari_viewer()
-
-
-@pytest.fixture
-def docked(viewer):
-    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Noise2Fast")
-    return widget
-
-
-@pytest.fixture
 def shown(monkeypatch):
     """Every notification the docks and actions show, as (kind, text)."""
     seen: list[tuple[str, str]] = []

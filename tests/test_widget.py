@@ -21,17 +21,6 @@ QUICK = {"method": "noise2fast", "preset": "fast", "max_steps": 20, "seed": 0, "
 TIMEOUT_MS = 120_000
 
 
-@pytest.fixture
-def viewer(make_napari_viewer):
-    return make_napari_viewer()
-
-
-@pytest.fixture
-def docked(viewer):
-    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
-    return widget
-
-
 def small_cell(size=48):
     return noisy_cell()[100:100 + size, 100:100 + size].copy()
 
