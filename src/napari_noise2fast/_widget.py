@@ -31,7 +31,7 @@ from napari_noise2fast.methods.noise2fast import PRESETS
 
 CURRENT_PLANE, WHOLE_LAYER = "current plane", "whole layer"
 # the knobs' initial values (the one-click menu actions run with what the dock shows)
-DEFAULTS = {"method": "noise2fast", "preset": "fast", "max_steps": None, "seed": 0, "device": "auto"}
+DEFAULTS = {"preset": "fast", "seed": 0, "device": "auto"}
 UPDATE_SECONDS = 0.5  # at most two output-layer redraws a second while training
 CURVE_COLOUR = "#f0a030"  # readable on the dark and the light theme
 logger = logging.getLogger(__name__)

@@ -77,11 +77,11 @@ def _resolve_layout(shape: tuple[int, ...], axes: str | None, channel_axis: int 
     return spatial[-2], spatial[-1], channel_axis
 
 
-def _output_dtype(array: np.ndarray, dtype) -> np.dtype:
+def _output_dtype(array: np.ndarray, low, high, dtype) -> np.dtype:
     """float32 by default (a constant image: its own dtype, so it comes back unchanged); ValueError where
-    the dtype asked for (or float32) cannot hold the image's values."""
+    the dtype asked for (or float32) cannot hold the image's values, ``low`` to ``high``."""
     if dtype is None:
-        out = array.dtype if array.min() == array.max() else np.dtype(np.float32)
+        out = array.dtype if low == high else np.dtype(np.float32)
     else:
         try:
             out = np.dtype(dtype)
@@ -89,7 +89,6 @@ def _output_dtype(array: np.ndarray, dtype) -> np.dtype:
             raise ValueError(f"dtype must be a NumPy integer or floating-point dtype, got {dtype!r}") from error
     if out.kind not in "uif" or out.itemsize > 8:
         raise ValueError(f"dtype must be a NumPy integer or floating-point dtype of at most 64 bits, got {out}")
-    low, high = array.min(), array.max()
     if out.kind in "ui":
         integer_bounds(low, high, out)  # ValueError if the dtype holds none of the image's values
     elif not (-float_max(out) <= float(low) and float(high) <= float_max(out)):
@@ -108,7 +107,7 @@ class DenoiseJob:
     """
 
     def __init__(self, image: np.ndarray, layout: tuple[int, int, int | None], out_dtype: np.dtype,
-                 method: str, seeds: list[int | None], run_kwargs: dict):
+                 method: str, seeds: list[int | None], run_kwargs: dict, value_range: tuple | None = None):
         self._image = image
         y, x, c = layout
         leading = [i for i in range(image.ndim) if i not in (y, x)]
@@ -120,7 +119,7 @@ class DenoiseJob:
         self._results = np.empty(self._planes.shape, dtype=np.float32)
         self._maps: list[IntensityMap | None] = [None] * len(self._planes)
         self._done = np.zeros(len(self._planes), dtype=bool)
-        self._low, self._high = image.min(), image.max()
+        self._low, self._high = value_range if value_range is not None else (image.min(), image.max())
         self._method = get_method(method)
         self._is_integer = image.dtype.kind in "ui"
         self._seeds = seeds
@@ -239,8 +238,8 @@ def iter_denoise(
     job_arguments = check_denoise(image, method, axes=axes, channel_axis=channel_axis, device=device, seed=seed,
                                   max_steps=max_steps, output_every=output_every, dtype=dtype, preview=preview,
                                   **params)
-    array = job_arguments[0]
-    if array.min() == array.max():
+    low, high = job_arguments[-1]
+    if low == high:
         warnings.warn("image is constant; it is returned unchanged", UserWarning, stacklevel=2)
     return DenoiseJob(*job_arguments)
 
@@ -266,13 +265,14 @@ def check_denoise(image, method: str = "noise2fast", *, axes=None, channel_axis=
     check_positive_or_none("output_every", output_every)
     seed = check_int("seed", seed, minimum=0)
     check_bool("preview", preview)
-    out_dtype = _output_dtype(array, dtype)
+    value_range = (array.min(), array.max())  # one pass, shared by the dtype check and the job
+    out_dtype = _output_dtype(array, *value_range, dtype)
     n_planes = count_planes(array, axes, channel_axis)
     seeds = [int(s.generate_state(1)[0]) for s in np.random.SeedSequence(seed).spawn(n_planes)] \
         if seed is not None else [None] * n_planes
     run_kwargs = {"device": resolved, "max_steps": max_steps, "output_every": output_every, "preview": preview,
                   **params}
-    return array, layout, out_dtype, method, seeds, run_kwargs
+    return array, layout, out_dtype, method, seeds, run_kwargs, value_range
 
 
 def denoise(
