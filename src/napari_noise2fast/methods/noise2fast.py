@@ -19,6 +19,7 @@ from torch import nn
 from napari_noise2fast.checks import check_settings
 from napari_noise2fast.engine import Method, seeded_module
 from napari_noise2fast.methods._torch import PRECISIONS, autocast, compute_dtype
+from napari_noise2fast.tiling import predict_in_tiles
 
 REFERENCE = {
     "patience": 100,
@@ -42,6 +43,7 @@ PRESETS: dict[str, dict] = {
              "channels_last": True, "warm_start": True, "warm_patience": 20},
 }
 AVERAGES = ("outputs", "weights")
+RECEPTIVE_RADIUS = 8  # eight 3x3 convolutions: an output pixel sees 8 pixels on each side
 FLAT_PIXELS = 25
 
 
@@ -236,8 +238,12 @@ class Noise2Fast(Method):
 
         Returns the validation MSE and whether it was the best so far."""
         validator = self.network if self.averaged is None else self.averaged
-        with torch.inference_mode(), self._autocast():
-            output = torch.sigmoid(validator(self.noisy).float())[0, 0].contiguous()
+        def forward(tile: torch.Tensor) -> torch.Tensor:
+            return validator(tile.contiguous(memory_format=self.memory_format))
+
+        with torch.inference_mode(), self._autocast():  # in tiles where the plane is larger than memory allows
+            output = torch.sigmoid(predict_in_tiles(forward, self.noisy, RECEPTIVE_RADIUS,
+                                                    bytes_per_pixel=16 * self.settings["width"])).contiguous()
             mse = torch.mean((output - self.noisy[0, 0]) ** 2).item()
         if self.averaged is None:
             self.outputs.append(output)
