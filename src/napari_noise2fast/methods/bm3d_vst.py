@@ -73,8 +73,8 @@ def run_bm3d(image: np.ndarray, sigma: float) -> np.ndarray:
 
     With its own threads (``num_threads=0``) the package's aggregation adds in a varying order, so two runs
     on the same plane differ (measured here: about 3e-5 of the range on Set12, up to 0.7 % at one pixel
-    of a nearly constant plane); one thread makes it repeatable, at about 1.2-1.3x its time (Set12 01, measured side by side on a
-    2-core Intel Xeon while the other core was busy).
+    of a nearly constant plane); one thread makes it repeatable, at about 1.2-1.3x its time (Set12 01,
+    measured side by side on a 2-core Intel Xeon while the other core was busy).
     """
     bm3d = _bm3d_module()
     height, width = image.shape
