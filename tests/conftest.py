@@ -8,7 +8,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
+from hypothesis import HealthCheck, settings
 from skimage.io import imread
+
+# Hypothesis profiles for every property test (HYPOTHESIS_PROFILE): fixed examples by default, more locally
+settings.register_profile("ci", max_examples=25, deadline=None, derandomize=True, print_blob=True,
+                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+settings.register_profile("long", max_examples=300, deadline=None, print_blob=True,
+                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 DATA = Path(os.environ.get("NOISE2FAST_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 

@@ -3,30 +3,23 @@
 For any input: a result or a ValueError, never another exception; the result in
 the input's shape and the dtype asked for (float32 by default); finite for
 finite input; integer outputs inside the input's value range; the input never
-modified; the same seed, the same output. Profiles (``HYPOTHESIS_PROFILE``):
-``ci`` (the default, fixed examples, about a minute) and ``long`` for local runs.
+modified; the same seed, the same output. Profiles (``HYPOTHESIS_PROFILE``, set in
+``conftest.py``): ``ci`` (the default, fixed examples, about a minute) and ``long`` for local runs.
 """
 
 from __future__ import annotations
 
-import os
 import tempfile
 import warnings
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, assume, event, given, settings
+from hypothesis import assume, event, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from napari_noise2fast import compare, denoise
 from napari_noise2fast.methods import METHODS
-
-settings.register_profile("ci", max_examples=25, deadline=None, derandomize=True, print_blob=True,
-                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-settings.register_profile("long", max_examples=300, deadline=None, print_blob=True,
-                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 # every method at a budget of a few steps (width cut where a method takes one, for speed)
 TINY = {

@@ -61,7 +61,9 @@ def test_bfloat16_tiles_agree_within_the_stated_tolerance(monkeypatch, network):
 def test_the_tile_follows_the_free_memory(monkeypatch):
     cpu = torch.device("cpu")
     monkeypatch.setattr(tiling, "free_memory", lambda device: 4 * 1000**3)
-    assert tiling.tile_side(cpu, bytes_per_pixel=1024, margin=8) == int(np.sqrt(1000**3 / 1024)) - 16
+    assert tiling.tile_side(cpu, bytes_per_pixel=1024, margin=8) == int(np.sqrt(tiling.HOST_TILE_BYTES / 1024)) - 16
+    monkeypatch.setattr(tiling, "free_memory", lambda device: 4 * 10**8)  # a quarter of it under the host cap
+    assert tiling.tile_side(cpu, bytes_per_pixel=1024, margin=8) == int(np.sqrt(10**8 / 1024)) - 16
     monkeypatch.setattr(tiling, "free_memory", lambda device: 10**6)
     assert tiling.tile_side(cpu, bytes_per_pixel=1024, margin=8) == tiling.MIN_TILE
     monkeypatch.setattr(tiling, "free_memory", lambda device: 10**15)

@@ -260,6 +260,7 @@ def check_denoise(image, method: str = "noise2fast", *, axes=None, channel_axis=
             f"got {array.shape[y]}x{array.shape[x]} (check axes/channel_axis)"
         )
     get_method(method).check_params(**params)
+    get_method(method).check_plane((array.shape[y], array.shape[x]))
     resolved = resolve_device(device)
     check_positive_or_none("max_steps", max_steps)
     check_positive_or_none("output_every", output_every)

@@ -157,7 +157,7 @@ def check_comparison(image, methods: Sequence[str], *, reference=None, equal_tim
     unknown = set(params or {}) - set(names)
     if unknown:
         raise ValueError(f"params names method(s) not compared: {sorted(unknown)}")
-    check_denoise(image, names[0], **common)  # the image and the common arguments
+    array, (y, x, _), *_ = check_denoise(image, names[0], **common)  # the image and the common arguments
     if reference is not None:
         ref = np.asarray(reference)
         if ref.dtype.kind not in "uif":
@@ -168,6 +168,7 @@ def check_comparison(image, methods: Sequence[str], *, reference=None, equal_tim
             raise ValueError("reference contains NaN or infinite values")
     for name in names:
         get_method(name).check_params(**(params or {}).get(name, {}))
+        get_method(name).check_plane((array.shape[y], array.shape[x]))
     return names
 
 

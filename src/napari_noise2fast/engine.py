@@ -83,6 +83,8 @@ class Method(ABC):
 
     name: ClassVar[str]
     display_name: ClassVar[str]
+    # Methods that train on whole planes refuse larger ones (their memory grows with the plane)
+    max_pixels: ClassVar[int | None] = None
 
     def __init__(self, noisy: torch.Tensor, *, rng: np.random.Generator, level: float, warm=None):
         self.noisy = noisy
@@ -98,6 +100,16 @@ class Method(ABC):
         if params:
             raise ValueError(f"{cls.name} takes no parameters, got {sorted(params)}")
         return {}
+
+    @classmethod
+    def check_plane(cls, shape: tuple[int, int]) -> None:
+        """ValueError, before any work, for a plane of ``shape`` (H, W) larger than ``max_pixels``."""
+        if cls.max_pixels is not None and shape[0] * shape[1] > cls.max_pixels:
+            side = math.isqrt(cls.max_pixels)
+            raise ValueError(
+                f"{cls.display_name} trains on whole planes and takes at most {cls.max_pixels:,} pixels a plane "
+                f"(about {side}x{side}, for bounded memory); this plane is {shape[0]}x{shape[1]}: crop it, or use "
+                "noise2fast, noise2void, calibrated or bm3d, which take planes of any size")
 
     @abstractmethod
     def step(self) -> float | None:
@@ -184,6 +196,7 @@ class PlaneRun:
             raise ValueError(f"PlaneRun needs a 2D plane, got shape {plane.shape}")
         check_positive_or_none("max_steps", max_steps)
         check_positive_or_none("output_every", output_every)
+        method.check_plane(plane.shape)
         self.device = resolve_device(device)
         self.method_cls = method
         self.params = params

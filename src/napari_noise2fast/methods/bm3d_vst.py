@@ -13,7 +13,15 @@ dependent part matters (``gain * median intensity`` is at least a quarter of
 ``read``; Poisson-Gaussian data such as fluorescence), a generalised Anscombe
 transform makes the noise variance about 1, BM3D runs at sigma 1, and the
 algebraic inverse maps back. Otherwise BM3D runs on the plane with sigma from
-``skimage.restoration.estimate_sigma``. One engine step does it all.
+``skimage.restoration.estimate_sigma``.
+
+On planes up to ``BLOCK`` on a side one engine step does it all. Larger planes
+fit the noise model on the plane's centre (``FIT_SIDE`` square) and run BM3D
+block-wise (``BLOCK`` square with ``MARGIN`` pixels of context on each side,
+more than its 39x39 search window reaches), one engine step per block, so that
+memory stays that of a block and Stop takes effect between blocks; the blocks'
+results differ from one pass over the whole plane only where a block match
+would have come from beyond the margin.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ from scipy.ndimage import uniform_filter
 from skimage.restoration import estimate_sigma
 
 from napari_noise2fast.engine import Method
+from napari_noise2fast.tiling import apply_in_blocks, central_crop
 
 VSTS = ("auto", "anscombe", "none")
 WINDOW = 7
@@ -32,6 +41,7 @@ BINS = 32
 # and raises on smaller ones; 8x9 up to 64x64 were measured fine. Planes under this size on a side are
 # padded (mirrored) to it, denoised, and cropped back.
 SAFE_SIZE = 16
+BLOCK, MARGIN, FIT_SIDE = 1024, 48, 1024
 
 
 def fit_noise(image: np.ndarray) -> tuple[float, float]:
@@ -123,25 +133,37 @@ class BM3D(Method):
     def __init__(self, noisy, *, rng, level, warm=None, **params):
         super().__init__(noisy, rng=rng, level=level, warm=warm)
         self.settings = self.check_params(**params)
-        self.image = noisy[0, 0].detach().to("cpu", torch.float64).numpy()
+        self.image = noisy[0, 0].detach().to("cpu").numpy()
         self.output: np.ndarray | None = None
         self.model: dict = {}
+        self.blocks = None
 
-    def step(self) -> float | None:
-        gain, read = fit_noise(self.image)
-        median = float(np.median(self.image))
+    def _denoiser(self):
+        """Fit the noise model (on the centre of a large plane); the function that denoises a block."""
+        sample = np.asarray(central_crop(self.image, FIT_SIDE), dtype=np.float64)
+        gain, read = fit_noise(sample)
+        median = float(np.median(sample))
         use_vst = self.settings["vst"] == "anscombe" or (
             self.settings["vst"] == "auto" and gain > 0 and gain * median >= 0.25 * read)
         if use_vst and gain > 0:
-            transformed = anscombe(self.image, gain, read)
-            self.output = inverse_anscombe(run_bm3d(transformed, 1.0), gain, read)
             self.model = {"vst": "anscombe", "gain": gain, "read": read}
-        else:
-            sigma = max(float(estimate_sigma(self.image)), 1e-6)
-            self.output = run_bm3d(self.image, sigma)
-            self.model = {"vst": "none", "sigma": sigma}
+            return lambda block: inverse_anscombe(run_bm3d(anscombe(block.astype(np.float64), gain, read), 1.0),
+                                                  gain, read)
+        sigma = max(float(estimate_sigma(sample)), 1e-6)
+        self.model = {"vst": "none", "sigma": sigma}
+        return lambda block: run_bm3d(block.astype(np.float64), sigma)
+
+    def step(self) -> float | None:
+        if self.blocks is None:
+            self.blocks = apply_in_blocks(self._denoiser(), self.image, MARGIN, BLOCK)
+        try:
+            next(self.blocks)
+            return None
+        except StopIteration as finished:
+            self.output = finished.value
         self.stop_reason = "complete"
-        return float(np.mean((self.output - self.image) ** 2))  # no validation of its own: MSE to the noisy
+        # no validation of its own: the MSE to the noisy plane
+        return float(np.mean((self.output - self.image) ** 2, dtype=np.float64))
 
     def preview(self) -> torch.Tensor:
         return self.noisy[0, 0] if self.output is None else torch.from_numpy(np.asarray(self.output))

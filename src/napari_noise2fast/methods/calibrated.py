@@ -7,8 +7,16 @@ error against the clean image plus the noise variance. scikit-image's
 (stride 4) and filling them by interpolation, so each candidate parameter can
 be scored on the noisy image alone. Every engine step scores one candidate
 (non-local means, wavelet, total variation, each over a grid scaled by the
-blind noise estimate of ``estimate_sigma``); the last step applies the best
-one to the whole plane. The instant baseline of the comparison.
+blind noise estimate of ``estimate_sigma``); then the best one is applied to
+the whole plane. The instant baseline of the comparison.
+
+On planes larger than ``CALIBRATION_SIDE`` squared the noise estimate and the
+scoring use the plane's centre (``CALIBRATION_SIDE`` square), and the winner
+runs block-wise (``BLOCK`` square, ``MARGIN`` pixels of context on each side,
+one engine step per block): memory stays that of a block and Stop takes effect
+between blocks. Non-local means (search radius 8) is then exact; the wavelet
+and total-variation filters are global, so block-wise they differ slightly
+from one pass over the whole plane.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ from skimage.restoration import (
 
 from napari_noise2fast.checks import check_int
 from napari_noise2fast.engine import Method
+from napari_noise2fast.tiling import apply_in_blocks, central_crop
 
 FAMILIES = ("nl_means", "wavelet", "tv")
 # Multiples of the estimated noise sigma tried for each family's strength parameter.
@@ -50,6 +59,8 @@ def _tv(image: np.ndarray, strength: float, sigma: float) -> np.ndarray:
 
 
 DENOISERS = {"nl_means": _nl_means, "wavelet": _wavelet, "tv": _tv}
+CALIBRATION_SIDE = 512
+BLOCK, MARGIN = 1024, 32
 
 
 class Calibrated(Method):
@@ -84,14 +95,16 @@ class Calibrated(Method):
     def __init__(self, noisy, *, rng, level, warm=None, **params):
         super().__init__(noisy, rng=rng, level=level, warm=warm)
         self.settings = self.check_params(**params)
-        self.image = noisy[0, 0].detach().to("cpu", torch.float64).numpy()
-        self.sigma = max(float(estimate_sigma(self.image)), 1e-4)
+        self.image = noisy[0, 0].detach().to("cpu").numpy()
+        self.sample = np.asarray(central_crop(self.image, CALIBRATION_SIDE), dtype=np.float64)
+        self.sigma = max(float(estimate_sigma(self.sample)), 1e-4)
         self.candidates = [(family, scale * self.sigma) for family in self.settings["families"]
                            for scale in SCALES[family]]
         self.scores: list[tuple[str, float, float]] = []  # (family, strength, J-invariant MSE)
         self.best_mse = np.inf
         self.best_invariant: np.ndarray | None = None
         self.final: np.ndarray | None = None
+        self.blocks = None  # the winner running block-wise
 
     @property
     def best(self) -> tuple[str, float] | None:
@@ -103,15 +116,22 @@ class Calibrated(Method):
 
     def step(self) -> float | None:
         index = len(self.scores)
-        if index == len(self.candidates):  # all scored: denoise the whole plane with the winner
-            family, strength = self.best
-            self.final = DENOISERS[family](self.image, strength, self.sigma)
-            self.stop_reason = "complete"
+        if index == len(self.candidates):  # all scored: denoise the whole plane with the winner, block by block
+            if self.blocks is None:
+                family, strength = self.best
+                winner = partial(DENOISERS[family], strength=strength, sigma=self.sigma)
+                self.blocks = apply_in_blocks(lambda block: winner(block.astype(np.float64)), self.image,
+                                              MARGIN, BLOCK)
+            try:
+                next(self.blocks)
+            except StopIteration as finished:
+                self.final = finished.value
+                self.stop_reason = "complete"
             return None
         family, strength = self.candidates[index]
         denoiser = partial(DENOISERS[family], strength=strength, sigma=self.sigma)
-        invariant = denoise_invariant(self.image, denoiser, stride=self.settings["stride"])
-        mse = float(np.mean((invariant - self.image) ** 2))
+        invariant = denoise_invariant(self.sample, denoiser, stride=self.settings["stride"])
+        mse = float(np.mean((invariant - self.sample) ** 2))
         self.scores.append((family, strength, mse))
         if mse < self.best_mse:
             self.best_mse, self.best_invariant = mse, invariant
@@ -120,7 +140,7 @@ class Calibrated(Method):
     def preview(self) -> torch.Tensor:
         if self.final is not None:
             return torch.from_numpy(self.final)
-        if self.best_invariant is not None:
+        if self.best_invariant is not None and self.best_invariant.shape == self.image.shape:
             return torch.from_numpy(self.best_invariant)
         return self.noisy[0, 0]
 

@@ -10,6 +10,7 @@ outputs as the result (restarting once at 5e-6 if that mean is nearly flat).
 from __future__ import annotations
 
 import copy
+import math
 from collections import deque
 
 import torch
@@ -20,6 +21,15 @@ from napari_noise2fast.checks import check_settings
 from napari_noise2fast.engine import Method, seeded_module
 from napari_noise2fast.methods._torch import PRECISIONS, autocast, compute_dtype
 from napari_noise2fast.tiling import predict_in_tiles
+
+# Bounded training (issue 19; benchmarks/RESULTS.md, "Large planes"): where a half-plane holds more than
+# BUDGET pixels, every step trains on random crops of one pair holding BUDGET pixels in all, and validation
+# runs on a fixed subset of about VALIDATION pixels, in tiles spread over the plane (chosen once); the
+# whole plane is predicted in tiles only for the result. Smaller planes train and validate whole.
+BUDGET = 65536
+VALIDATION = 16 * 128 * 128
+VALIDATION_TILE = 128
+OUTPUTS_MEMORY = 256 * 2**20  # bytes: a longer window of outputs keeps weight snapshots instead
 
 REFERENCE = {
     "patience": 100,
@@ -33,14 +43,18 @@ REFERENCE = {
     "channels_last": False,
     "warm_start": False,
     "warm_patience": 100,
+    "budget": None,
+    "crop": 128,
+    "validation": VALIDATION,
 }
 PRESETS: dict[str, dict] = {
     "reference": REFERENCE,
     # See benchmarks/RESULTS.md (ablation): same network and pairs, validated every 10 steps on an
     # averaged copy of the weights, bfloat16 where the hardware runs it fast, channels-last, shorter
-    # patience; the planes of a stack after the first go on from the one before.
+    # patience; the planes of a stack after the first go on from the one before; bounded steps on
+    # large planes.
     "fast": {**REFERENCE, "patience": 50, "validate_every": 10, "average": "weights", "precision": "auto",
-             "channels_last": True, "warm_start": True, "warm_patience": 20},
+             "channels_last": True, "warm_start": True, "warm_patience": 20, "budget": BUDGET},
 }
 AVERAGES = ("outputs", "weights")
 RECEPTIVE_RADIUS = 8  # eight 3x3 convolutions: an output pixel sees 8 pixels on each side
@@ -78,6 +92,71 @@ def _odd(size: int, like: torch.Tensor, dim: int) -> torch.Tensor:
     return odd if dim == -1 else odd[:, None]
 
 
+def pair_crops(image: torch.Tensor, pair: int, corners, shape: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Crops of pair ``pair`` of :func:`chequerboard_pairs` (``image`` shape (1, C, H, W)), batched.
+
+    Each crop is ``pair_image[..., top:top + h, left:left + w]`` for ``(top, left)`` in ``corners``
+    and ``(h, w) = shape``, cut from the plane directly (the pairs are never built whole): for the
+    "up" pairs (0, 1) ``left`` and ``w`` must be even, for the "left" pairs (2, 3) ``top`` and ``h``.
+    """
+    height, width = shape
+    sources, targets = [], []
+    for top, left in corners:
+        if pair < 2:
+            region = image[..., 2 * top:2 * (top + height), left:left + width]
+        else:
+            region = image[..., top:top + height, 2 * left:2 * (left + width)]
+        source, target = chequerboard_pairs(region)[pair]
+        sources.append(source)
+        targets.append(target)
+    return torch.cat(sources), torch.cat(targets)
+
+
+def pair_shape(plane: tuple[int, int], pair: int) -> tuple[int, int]:
+    """Shape of pair ``pair``'s images for a plane of shape ``plane``."""
+    height, width = plane[0] // 2 * 2, plane[1] // 2 * 2
+    return (height // 2, width) if pair < 2 else (height, width // 2)
+
+
+def validation_tiles(plane: torch.Tensor, pixels: int, tile: int = VALIDATION_TILE) -> list[tuple[int, int, int, int]]:
+    """A fixed validation subset: about ``pixels`` pixels in tiles (top, left, bottom, right) of the plane
+    (shape (1, 1, H, W)), spread over it and holding signal.
+
+    The plane is cut into a grid of blocks, one per tile (as square as the plane allows); in each block
+    the tile is placed where the plane, averaged over 4x4 pixels to damp the noise, varies most: the
+    tiles cover every part of the plane, each on structure rather than flat background where there is any.
+    """
+    height, width = plane.shape[-2:]
+    tile_h, tile_w = min(tile, height), min(tile, width)
+    count = max(1, pixels // (tile_h * tile_w))
+    rows = min(max(1, round(math.sqrt(count * height / width))), max(1, height // tile_h))
+    cols = min(max(1, count // rows), max(1, width // tile_w))
+    factor = 4
+    smooth = F.avg_pool2d(plane.float(), factor, ceil_mode=True)[0, 0].double()
+    integral = F.pad(smooth.cumsum(0).cumsum(1), (1, 0, 1, 0))
+    squares = F.pad((smooth**2).cumsum(0).cumsum(1), (1, 0, 1, 0))
+
+    def variance(top: int, left: int) -> float:
+        y0, x0 = top // factor, left // factor
+        y1, x1 = max(y0 + 1, (top + tile_h) // factor), max(x0 + 1, (left + tile_w) // factor)
+        area = (y1 - y0) * (x1 - x0)
+        total = integral[y1, x1] - integral[y0, x1] - integral[y1, x0] + integral[y0, x0]
+        square = squares[y1, x1] - squares[y0, x1] - squares[y1, x0] + squares[y0, x0]
+        return float(square / area - (total / area) ** 2)
+
+    tiles = []
+    for row in range(rows):
+        y_lo, y_hi = row * height // rows, (row + 1) * height // rows
+        for col in range(cols):
+            x_lo, x_hi = col * width // cols, (col + 1) * width // cols
+            tops = range(y_lo, max(y_lo, min(y_hi, height) - tile_h) + 1, max(1, tile_h // 4))
+            lefts = range(x_lo, max(x_lo, min(x_hi, width) - tile_w) + 1, max(1, tile_w // 4))
+            top, left = max(((t, s) for t in tops for s in lefts), key=lambda corner: variance(*corner))
+            top, left = min(top, height - tile_h), min(left, width - tile_w)
+            tiles.append((top, left, top + tile_h, left + tile_w))
+    return tiles
+
+
 def noise2fast_network(width: int = 64) -> nn.Sequential:
     """Four blocks of two 3x3 convolutions with ReLU, then a 1x1 convolution (logits)."""
     layers: list[nn.Module] = []
@@ -96,8 +175,9 @@ class Noise2Fast(Method):
     ----------
     preset : str
         ``"fast"`` (the default: averaged weights validated every 10 steps,
-        patience 50, bfloat16 where the hardware runs it fast, channels-last) or
-        ``"reference"`` (the published code's settings). Other arguments override it.
+        patience 50, bfloat16 where the hardware runs it fast, channels-last,
+        bounded steps on large planes) or ``"reference"`` (the published code's
+        settings, whole planes at any size). Other arguments override it.
     patience : int
         Stop after ``patience + 1`` steps in a row without a better validation score.
     window : int
@@ -109,7 +189,7 @@ class Noise2Fast(Method):
     width : int
         Channels of every hidden convolution.
     validate_every : int
-        Validate on the whole plane every this many steps (patience still counts steps).
+        Validate every this many steps (patience still counts steps).
     average : str
         ``"outputs"``: the result is the mean of the last ``window`` validation
         outputs (the reference). ``"weights"``: an exponential moving average of
@@ -118,7 +198,7 @@ class Noise2Fast(Method):
         its best-validated output.
     precision : str
         ``"float32"``, ``"bfloat16"``, or ``"auto"`` (bfloat16 on CUDA GPUs and
-        AMX CPUs that support it, float32 elsewhere); weights, loss and
+        CPUs where it measures faster, float32 elsewhere); weights, loss and
         outputs stay float32.
     channels_last : bool
         Use the channels-last memory layout (faster convolutions on CPUs).
@@ -131,6 +211,21 @@ class Noise2Fast(Method):
         instead of ``patience``.
     warm_patience : int
         The patience of warm-started planes.
+    budget : int or None
+        Pixels per training step on large planes: where a half-plane (one pair's
+        image) holds more, each step trains on random ``crop`` x ``crop`` crops of
+        one pair, ``budget`` pixels in all, and validates on the fixed subset of
+        ``validation`` pixels (:func:`validation_tiles`); the cost of a step and
+        its memory then no longer grow with the plane. None: whole pairs always.
+    crop : int
+        Side of the training crops in bounded mode (even).
+    validation : int
+        Pixels of the validation subset in bounded mode.
+
+    Whatever the plane's size, the best-so-far state is kept as weights (about
+    1 MB), the whole plane is predicted in tiles (:mod:`napari_noise2fast.tiling`),
+    and a ``window`` of outputs too large for memory is kept as weight snapshots
+    whose outputs are averaged at the end.
     """
 
     name = "noise2fast"
@@ -153,6 +248,11 @@ class Noise2Fast(Method):
                 or settings["learning_rate"] <= 0 or settings["validate_every"] < 1
                 or settings["average"] not in AVERAGES or settings["precision"] not in {"auto", *PRECISIONS}):
             raise ValueError(f"invalid Noise2Fast settings: {settings}")
+        if settings["crop"] < 2 or settings["crop"] % 2 or settings["validation"] < 1 \
+                or (settings["budget"] is not None and settings["budget"] < settings["crop"] ** 2):
+            raise ValueError(f"Noise2Fast: crop must be even and at least 2, budget at least crop**2 pixels and "
+                             f"validation at least 1 pixel; got crop={settings['crop']}, "
+                             f"budget={settings['budget']}, validation={settings['validation']}")
         return settings
 
     def __init__(self, noisy, *, rng, level, warm=None, **params):
@@ -162,8 +262,18 @@ class Noise2Fast(Method):
         self.compute_dtype = compute_dtype(noisy.device, precision)
         self.memory_format = torch.channels_last if settings["channels_last"] else torch.contiguous_format
         self.noisy = noisy.contiguous(memory_format=self.memory_format)
-        self.pairs = [(source.contiguous(memory_format=self.memory_format), target)
-                      for source, target in chequerboard_pairs(noisy)]
+        plane = tuple(noisy.shape[-2:])
+        budget = settings["budget"]
+        self.bounded = budget is not None and max(math.prod(pair_shape(plane, k)) for k in range(4)) > budget
+        if self.bounded:
+            self.pairs = None  # crops are cut from the plane at each step
+            self.tiles = validation_tiles(noisy, settings["validation"])
+        else:
+            self.pairs = [(source.contiguous(memory_format=self.memory_format), target)
+                          for source, target in chequerboard_pairs(noisy)]
+            self.tiles = None
+        # a window of whole outputs where it fits in OUTPUTS_MEMORY, else of weight snapshots
+        self.keeps_outputs = not self.bounded and settings["window"] * math.prod(plane) * 4 <= OUTPUTS_MEMORY
         self.restarted = False
         self.warm_started = settings["warm_start"] and self.warm is not None
         self.patience = settings["warm_patience"] if self.warm_started else settings["patience"]
@@ -194,11 +304,14 @@ class Noise2Fast(Method):
             if self._from_warm:
                 self.averaged.load_state_dict(self.warm["best"])
             self._average_pairs = (list(self.averaged.parameters()), list(self.network.parameters()))
-        self.outputs: deque[torch.Tensor] = deque(maxlen=self.settings["window"])
+        # the last `window` validations: outputs (H, W), or weight snapshots where those would not fit
+        self.outputs: deque = deque(maxlen=self.settings["window"])
         self.best_mse = float("inf")
-        self.best_output = self.noisy[0, 0]
+        self.best_output = None if self.bounded else self.noisy[0, 0]
+        self.best_state = None
         self.since_best = 0
         self.steps = 0  # since the (re)start; a restart happens on a validation step, so the cadence holds
+        self._cached: tuple[tuple, torch.Tensor] | None = None
 
     def _autocast(self):
         return autocast(self.noisy.device, self.compute_dtype)
@@ -212,8 +325,27 @@ class Noise2Fast(Method):
         with torch.no_grad():
             torch._foreach_lerp_(*self._average_pairs, weight)
 
+    def training_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """One step's (sources, targets): a whole pair, or in bounded mode ``budget`` pixels of crops of one."""
+        pair = int(self.rng.integers(4))
+        if not self.bounded:
+            return self.pairs[pair]
+        pair_height, pair_width = pair_shape(tuple(self.noisy.shape[-2:]), pair)
+        crop = self.settings["crop"]
+        height, width = min(crop, pair_height), min(crop, pair_width)
+        count = max(1, self.settings["budget"] // (height * width))
+        tops = self.rng.integers(0, pair_height - height + 1, count)
+        lefts = self.rng.integers(0, pair_width - width + 1, count)
+        if pair < 2:  # the chequerboard's phase follows the parity of the column (up pairs) or row (left)
+            lefts -= lefts % 2
+        else:
+            tops -= tops % 2
+        sources, targets = pair_crops(self.noisy, pair, zip(tops.tolist(), lefts.tolist(), strict=True),
+                                      (height, width))
+        return sources.contiguous(memory_format=self.memory_format), targets
+
     def step(self) -> float | None:
-        source, target = self.pairs[self.rng.integers(len(self.pairs))]
+        source, target = self.training_batch()
         self.optimizer.zero_grad(set_to_none=True)
         with self._autocast():
             logits = self.network(source)
@@ -233,31 +365,61 @@ class Noise2Fast(Method):
             self._finish_or_restart()
         return mse
 
+    def _forward(self, network: nn.Module):
+        def forward(tile: torch.Tensor) -> torch.Tensor:
+            return network(tile.contiguous(memory_format=self.memory_format))
+        return forward
+
+    def predict(self, network: nn.Module) -> torch.Tensor:
+        """``network``'s output (H, W, float32) on the whole plane, in tiles as memory requires."""
+        with torch.inference_mode(), self._autocast():
+            return torch.sigmoid(predict_in_tiles(self._forward(network), self.noisy, RECEPTIVE_RADIUS,
+                                                  bytes_per_pixel=16 * self.settings["width"])).contiguous()
+
+    def _subset_mse(self, network: nn.Module) -> float:
+        """Validation MSE on the fixed tiles, each predicted with its receptive field's context."""
+        height, width = self.noisy.shape[-2:]
+        total, count = 0.0, 0
+        forward = self._forward(network)
+        with torch.inference_mode(), self._autocast():
+            for top, left, bottom, right in self.tiles:
+                y0, x0 = max(top - RECEPTIVE_RADIUS, 0), max(left - RECEPTIVE_RADIUS, 0)
+                y1, x1 = min(bottom + RECEPTIVE_RADIUS, height), min(right + RECEPTIVE_RADIUS, width)
+                logits = forward(self.noisy[..., y0:y1, x0:x1])[0, 0, top - y0:bottom - y0, left - x0:right - x0]
+                error = torch.sigmoid(logits.float()) - self.noisy[0, 0, top:bottom, left:right]
+                total += float(torch.sum(error**2))
+                count += error.numel()
+        return total / count
+
+    def _snapshot(self, network: nn.Module) -> dict[str, torch.Tensor]:
+        return {name: value.detach().clone() for name, value in network.state_dict().items()}
+
     def _validate(self) -> tuple[float, bool]:
-        """Validate the current (averaged) network on the whole plane; keep its output if best.
+        """Validate the current (averaged) network on the whole plane, or the fixed subset in bounded mode;
+        keep its weights (and, on a whole plane, its output) if best.
 
         Returns the validation MSE and whether it was the best so far."""
         validator = self.network if self.averaged is None else self.averaged
-        def forward(tile: torch.Tensor) -> torch.Tensor:
-            return validator(tile.contiguous(memory_format=self.memory_format))
-
-        with torch.inference_mode(), self._autocast():  # in tiles where the plane is larger than memory allows
-            output = torch.sigmoid(predict_in_tiles(forward, self.noisy, RECEPTIVE_RADIUS,
-                                                    bytes_per_pixel=16 * self.settings["width"])).contiguous()
+        output = None
+        if self.bounded:
+            mse = self._subset_mse(validator)
+        else:
+            output = self.predict(validator)
             mse = torch.mean((output - self.noisy[0, 0]) ** 2).item()
         if self.averaged is None:
-            self.outputs.append(output)
+            self.outputs.append(output if self.keeps_outputs else self._snapshot(validator))
         if mse < self.best_mse:
-            self.best_mse, self.best_output, self.since_best = mse, output, 0
-            if self.settings["warm_start"]:
-                self.best_state = {name: value.detach().clone() for name, value in validator.state_dict().items()}
+            self.best_mse, self.since_best = mse, 0
+            self.best_state = self._snapshot(validator)
+            if output is not None:
+                self.best_output = output
             return mse, True
         return mse, False
 
     def carry(self) -> dict[str, dict] | None:
         """For the next plane of a stack (with ``warm_start``): the best-validated weights
         (``"best"``), the training network's weights and Adam's state as they are now."""
-        if self.best_state is None:
+        if self.best_state is None or not self.settings["warm_start"]:
             return None
         return {"best": self.best_state, "network": copy.deepcopy(self.network.state_dict()),
                 "optimizer": copy.deepcopy(self.optimizer.state_dict())}
@@ -276,10 +438,39 @@ class Noise2Fast(Method):
         away = torch.round((interior - interior.mean()) / self.level) != 0
         return int(away.sum()) <= FLAT_PIXELS
 
+    def _predicted(self, key: tuple, compute) -> torch.Tensor:
+        """``compute()``, cached while ``key`` (the state it depends on) is unchanged."""
+        if self._cached is None or self._cached[0] != key:
+            self._cached = None  # free the old output first
+            self._cached = (key, compute())
+        return self._cached[1]
+
+    def _with_weights(self, state: dict[str, torch.Tensor]) -> nn.Module:
+        network = copy.deepcopy(self.averaged if self.averaged is not None else self.network)
+        network.load_state_dict(state)
+        return network.requires_grad_(False)
+
     def preview(self) -> torch.Tensor:
-        return self.best_output
+        """The best-validated output: kept as is on whole planes, predicted from the best weights in bounded mode."""
+        if self.best_output is not None:
+            return self.best_output
+        if self.best_state is None:
+            return self.noisy[0, 0]
+        return self._predicted(("best", self.restarted, self.best_mse),
+                               lambda: self.predict(self._with_weights(self.best_state)))
 
     def result(self) -> torch.Tensor:
         if self.averaged is not None or len(self.outputs) < self.outputs.maxlen:
-            return self.best_output
-        return torch.stack(tuple(self.outputs)).mean(dim=0)
+            return self.preview()
+        if self.keeps_outputs:
+            return torch.stack(tuple(self.outputs)).mean(dim=0)
+        return self._predicted(("mean", self.restarted, self.steps), self._mean_of_snapshots)
+
+    def _mean_of_snapshots(self) -> torch.Tensor:
+        """The mean of the window's outputs, predicted in tiles from their weight snapshots, one at a time."""
+        network = self._with_weights(self.outputs[0])
+        total = torch.zeros(self.noisy.shape[-2:], dtype=torch.float32, device=self.noisy.device)
+        for state in self.outputs:
+            network.load_state_dict(state)
+            total += self.predict(network)
+        return total / len(self.outputs)

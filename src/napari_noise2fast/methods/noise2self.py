@@ -50,6 +50,8 @@ def dncnn(layers: int = 8, width: int = 64) -> nn.Sequential:
 class Noise2Self(TrainedMethod):
     """Noise2Self with a DnCNN on one plane, for a fixed budget of ``steps`` (default 1,000; the paper 20,000)."""
 
+    max_pixels = 768 * 768  # trains on whole planes: larger ones are refused (RESULTS.md, 'Large planes')
+
     name = "noise2self"
     display_name = "Noise2Self"
     DEFAULTS = {"steps": 1000, "report_every": 100, "learning_rate": 1e-3, "layers": 8, "width": 64,

@@ -6,7 +6,9 @@ random) have one pixel in every 8x8 box replaced by a random other pixel of its
 original noisy values there, with the loss on those pixels only. The validation
 score is the same blind-spot loss on a fixed set of replaced pixels of the
 whole plane; the output is the U-Net on the whole noisy plane at the best
-validation. Assumes pixel-wise independent noise.
+validation. Assumes pixel-wise independent noise. Training is bounded at any
+plane size (``batch`` patches per step); validation and output are predicted in
+tiles (:mod:`napari_noise2fast.tiling`), so memory stays that of a tile.
 """
 
 from __future__ import annotations
@@ -16,10 +18,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from napari_noise2fast.methods._torch import TrainedMethod
+from napari_noise2fast.tiling import predict_in_tiles
 
 BOX = 8  # one blind-spot pixel per BOX x BOX box
 RADIUS = 2  # neighbours come from the 5x5 window
 DEPTH = 2
+# The U-Net's receptive field: 2 convolutions at full, half and quarter resolution down and back up, plus
+# the poolings: 2 + 4 + 8 + 4 + 2 + 3 = 23 pixels; tiles are cut with more and at multiples of 2**DEPTH.
+RECEPTIVE_RADIUS = 32
 
 
 def _block(cin: int, cout: int) -> nn.Sequential:
@@ -124,13 +130,17 @@ class Noise2Void(TrainedMethod):
         self.blind_spot_loss(network_input.reshape(target.shape), target, spots).backward()
         self.optimizer.step()
 
+    def predict(self, padded: torch.Tensor) -> torch.Tensor:
+        """The U-Net on a plane padded to a multiple of 2**DEPTH, in tiles; (H, W) float32, unpadded."""
+        height, width = self.size
+        with self.autocast():
+            output = predict_in_tiles(lambda tile: self.network(self.channels_last(tile)), padded,
+                                      RECEPTIVE_RADIUS, bytes_per_pixel=2048, multiple=2**DEPTH)
+        return output[:height, :width]
+
     def report(self) -> tuple[float, torch.Tensor]:
         """The blind-spot loss on the fixed replaced pixels of the whole plane."""
         network_input, spots = self.validation
-        height, width = self.size
-        with self.autocast():
-            output = self.network(self.channels_last(network_input)).float()[..., :height, :width]
+        output = self.predict(network_input)
         mse = torch.mean((output.reshape(-1)[spots] - self.noisy.reshape(-1)[spots]) ** 2).item()
-        with self.autocast():
-            full = self.network(self.channels_last(self.padded)).float()[0, 0, :height, :width].clamp(0, 1)
-        return mse, full
+        return mse, self.predict(self.padded).clamp(0, 1)

@@ -105,6 +105,8 @@ class Self2SelfNet(nn.Module):
 class Self2Self(TrainedMethod):
     """Self2Self-style Bernoulli-masked training with a dropout ensemble, on an explicit budget."""
 
+    max_pixels = 768 * 768  # trains on whole planes: larger ones are refused (RESULTS.md, 'Large planes')
+
     name = "self2self"
     display_name = "Self2Self"
     DEFAULTS = {"steps": 1500, "predictions": 30, "report_every": 50, "learning_rate": 1e-3, "width": 48,

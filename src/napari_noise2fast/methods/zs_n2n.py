@@ -39,6 +39,8 @@ def zs_n2n_network(width: int = 48) -> nn.Sequential:
 class ZeroShotNoise2Noise(TrainedMethod):
     """Zero-Shot Noise2Noise on one plane, for a fixed budget of ``steps`` (default 3,000)."""
 
+    max_pixels = 1536 * 1536  # trains on whole planes: larger ones are refused (RESULTS.md, 'Large planes')
+
     name = "zs-n2n"
     display_name = "ZS-N2N"
     DEFAULTS = {"steps": 3000, "report_every": 50, "learning_rate": 1e-3, "width": 48, "precision": "auto"}
