@@ -7,12 +7,15 @@ candidate causes can be told apart on the same image, seed and code:
 
 - ``whole``: today's whole-pair steps, whole-plane validation (the baseline);
 - ``c64x1``: one 64x64 crop per step (4,096 pixels, the old ablation), whole-plane validation;
-- ``c64x8``: eight 64x64 crops (32,768 pixels: as many as a whole pair), whole-plane validation;
-- ``c128x2``: two 128x128 crops (32,768 pixels), whole-plane validation;
-- ``c64x8-sub``: as ``c64x8`` but validated on one 128x128 tile (a quarter of the plane).
+- ``c64x7``: seven 64x64 crops (28,672 pixels, 7/8 of a whole pair: bounded mode needs a budget below
+  the half-plane's pixels), whole-plane validation;
+- ``c128x1``: one 128x128 crop (16,384 pixels), whole-plane validation;
+- ``c64x7-sub``: as ``c64x7`` but validated on one 128x128 tile (a quarter of the plane);
+- ``c64x7-ctx``, ``c128x1-ctx``: as ``c64x7``, ``c128x1``, each crop cut with 8 pixels of real
+  surroundings (the receptive field), the loss on the crop only (``context=True``, the default now).
 
-If ``c64x8`` matches ``whole`` and ``c64x1`` does not, pixels per step explain the loss.
-If ``c64x8-sub`` loses against ``c64x8``, the validation subset does.
+If ``c64x7`` matches ``whole`` and ``c64x1`` does not, pixels per step explain the loss.
+If ``c64x7-sub`` loses against ``c64x7``, the validation subset does.
 
     taskset -c 1 python benchmarks/crops.py --images 03,01 --seeds 0 --threads 1 --max-steps 300
 
@@ -36,10 +39,12 @@ from run_benchmark import DEFAULT_DATA, image_paths, psnr_ssim
 
 VARIANTS = {
     "whole": {},
-    "c64x1": {"budget": 4096, "crop": 64, "validation": 65536},
-    "c64x8": {"budget": 32768, "crop": 64, "validation": 65536},
-    "c128x2": {"budget": 32768, "crop": 128, "validation": 65536},
-    "c64x8-sub": {"budget": 32768, "crop": 64, "validation": 16384},
+    "c64x1": {"budget": 4096, "crop": 64, "validation": 65536, "context": False},
+    "c64x7": {"budget": 28672, "crop": 64, "validation": 65536, "context": False},
+    "c128x1": {"budget": 16384, "crop": 128, "validation": 65536, "context": False},
+    "c64x7-sub": {"budget": 28672, "crop": 64, "validation": 16384, "context": False},
+    "c64x7-ctx": {"budget": 28672, "crop": 64, "validation": 65536, "context": True},
+    "c128x1-ctx": {"budget": 16384, "crop": 128, "validation": 65536, "context": True},
 }
 FIELDS = ["image", "variant", "seed", "psnr", "ssim", "seconds", "steps", "bounded"]
 

@@ -51,12 +51,20 @@ def test_bounded_mode_switches_on_above_the_budget_and_steps_use_it():
     budget = 1024  # a half-plane above 1,024 pixels: bounded
     small = method((44, 46), budget=budget, crop=16)  # pairs 22x46 = 1,012 pixels
     assert not small.bounded and small.pairs is not None and small.tiles is None
-    large = method((64, 70), budget=budget, crop=16, validation=512)
-    assert large.bounded and large.pairs is None
-    for _ in range(8):
-        sources, targets = large.training_batch()
-        assert sources.shape[0] * sources.shape[-2] * sources.shape[-1] == budget
-        assert sources.shape[-2:] == (16, 16) and targets.shape == sources.shape
+    for context in (False, True):
+        large = method((64, 70), budget=budget, crop=16, validation=512, context=context)
+        assert large.bounded and large.pairs is None
+        for _ in range(8):
+            groups = large.training_batch()
+            assert sum(target.numel() for _, target, _ in groups) == budget  # the stated budget, every step
+            for sources, targets, (rows, cols) in groups:
+                assert targets.shape[-2:] == (16, 16) and sources[..., rows, cols].shape == targets.shape
+                if not context:
+                    assert sources.shape[-2:] == (16, 16)
+                else:  # 8 pixels of real surroundings, or the pair's edge
+                    assert rows.start in (0, 8) or rows.start < 8 and sources.shape[-2] < 32
+        if context:
+            assert any(sources.shape[-2:] == (32, 32) for _ in range(4) for sources, _, _ in large.training_batch())
     assert method((64, 70), crop=16).bounded is False  # the default budget (65,536) is far above this plane
     assert not method((600, 600), preset="reference").bounded  # the reference never crops
     assert Noise2Fast.check_params()["budget"] == n2f.BUDGET
@@ -65,7 +73,7 @@ def test_bounded_mode_switches_on_above_the_budget_and_steps_use_it():
 def test_bounded_steps_cost_the_same_whatever_the_plane(monkeypatch):
     sizes = []
     for shape in [(64, 64), (96, 160)]:
-        model = method(shape, budget=512, crop=16, validation=512, validate_every=2)
+        model = method(shape, budget=512, crop=16, validation=512, validate_every=2, context=False)
         calls = []
         def record(x, real=model.network.forward, calls=calls):
             calls.append(x.shape)
@@ -213,3 +221,28 @@ def test_a_2048_plane_runs_in_bounded_memory():
     assert report["shape"] == [2048, 2048] and report["dtype"] == "float32"
     assert report["bounded"] and report["changed"], report  # bounded steps, and the network's output
     assert report["peak_mb"] < 1200, report
+
+
+def test_events_carry_a_downsampled_view_filled_in_tile_by_tile(monkeypatch):
+    from napari_noise2fast import engine
+
+    monkeypatch.setattr(engine, "VIEW_SIDE", 32)
+    monkeypatch.setattr(n2f, "VIEW_PIXELS", 32 * 32)
+    image = np.random.default_rng(4).normal(100, 20, (96, 80)).astype(np.float32)
+    run = PlaneRun(image, Noise2Fast, seed=0, view_every=2, max_steps=12, budget=512, crop=16, validation=1024,
+                   validate_every=2, precision="float32")
+    events = list(run)
+    assert run.view_factor == 3
+    views = [event for event in events if event.view is not None]
+    assert events[0].stage == "preview" and events[0].view is not None
+    assert [event.step for event in views] == [0, 2, 4, 6, 8, 10]  # not the final event: it has the output
+    assert all(event.view.shape == (32, 27) and event.view.dtype == np.float32 for event in views)
+    np.testing.assert_allclose(events[0].view, engine.downsample(run._to_intensity(run._preview), 3), rtol=1e-6)
+    model = run.model
+    best = engine.downsample(model.predict(model._best_network()), 3)
+    first = model.view(3, lambda: np.zeros((32, 27), np.float32)).copy()  # one 30x30 tile a call
+    np.testing.assert_allclose(first[:10, :10], best[:10, :10], rtol=0, atol=1e-5)
+    assert not first[10:].any() and not first[:, 10:].any()
+    for _ in range(11):  # 4 x 3 tiles in all
+        canvas = model.view(3, lambda: pytest.fail("the canvas exists already"))
+    np.testing.assert_allclose(canvas, best, rtol=0, atol=1e-5)

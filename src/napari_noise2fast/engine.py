@@ -22,6 +22,21 @@ from napari_noise2fast.intensity import IntensityMap
 from napari_noise2fast.preview import calibrated_gaussian
 
 PREVIEW = "preview"
+VIEW_SIDE = 1024
+
+
+def view_factor(shape: tuple[int, ...]) -> int:
+    """The downsampling factor that brings a plane of ``shape`` to at most ``VIEW_SIDE`` on a side."""
+    return max(1, math.ceil(max(shape[-2:]) / VIEW_SIDE))
+
+
+def downsample(plane, factor: int) -> np.ndarray:
+    """Block means of ``factor`` x ``factor`` pixels (partial blocks at the far edges averaged over what they
+    hold); float32. ``plane`` is a 2D NumPy array or tensor."""
+    tensor = torch.as_tensor(plane, dtype=torch.float32)
+    if factor == 1:
+        return tensor.cpu().numpy().copy()
+    return torch.nn.functional.avg_pool2d(tensor[None, None], factor, ceil_mode=True)[0, 0].cpu().numpy()
 
 
 @dataclass(frozen=True)
@@ -48,6 +63,14 @@ class Event:
         The current best output in the input's intensity scale (float32), when
         requested (``output_every``), on the preview event and always on the
         final event.
+    view : numpy.ndarray or None
+        When requested (``view_every``, and on the preview event then): the
+        current best downsampled by ``view_factor`` (block means, at most
+        ``VIEW_SIDE`` pixels on a side), for showing progress on large planes
+        without a whole-plane output. Noise2Fast on large planes refreshes it a
+        few tiles per event (:meth:`Noise2Fast.view`).
+    view_factor : int
+        The downsampling factor of ``view`` (1: full size).
     done : bool
         True on the last event of the plane.
     stop_reason : str or None
@@ -64,6 +87,8 @@ class Event:
     elapsed: float
     stage: str
     output: np.ndarray | None = None
+    view: np.ndarray | None = None
+    view_factor: int = 1
     done: bool = False
     stop_reason: str | None = None
     plane: int = 0
@@ -161,6 +186,9 @@ class PlaneRun:
         Cap on optimiser steps; ``None`` leaves stopping to the method.
     output_every : int or None
         Attach the current best output to every ``output_every``-th event.
+    view_every : int or None
+        Attach a downsampled view of the current best (:attr:`Event.view`) to the
+        preview event and every ``view_every``-th event.
     is_integer : bool
         Whether the input had an integer dtype; then one intensity level is 1,
         else 1/255 of the plane's range.
@@ -185,6 +213,7 @@ class PlaneRun:
         seed: int | None = None,
         max_steps: int | None = None,
         output_every: int | None = None,
+        view_every: int | None = None,
         is_integer: bool = False,
         plane_index: int = 0,
         n_planes: int = 1,
@@ -196,6 +225,7 @@ class PlaneRun:
             raise ValueError(f"PlaneRun needs a 2D plane, got shape {plane.shape}")
         check_positive_or_none("max_steps", max_steps)
         check_positive_or_none("output_every", output_every)
+        check_positive_or_none("view_every", view_every)
         method.check_plane(plane.shape)
         self.device = resolve_device(device)
         self.method_cls = method
@@ -203,6 +233,8 @@ class PlaneRun:
         self.warm = warm
         self.max_steps = max_steps
         self.output_every = output_every
+        self.view_every = view_every
+        self.view_factor = view_factor(plane.shape)
         self.plane_index = plane_index
         self.n_planes = n_planes
         self.rng = np.random.default_rng(seed)
@@ -236,10 +268,12 @@ class PlaneRun:
             return np.asarray(self._plane, dtype=self.map.display_dtype()).copy()
         return self.map.back(normalised, self.map.display_dtype())
 
-    def _event(self, val_psnr: float, with_output: bool, done: bool = False) -> Event:
-        output = None
+    def _event(self, val_psnr: float, with_output: bool, done: bool = False, with_view: bool = False) -> Event:
+        output = view = None
         if with_output:
             output = self.result() if done else self.preview()
+        if with_view and self.view_every is not None:
+            view = self.view()
         return Event(
             step=self.step,
             val_psnr=val_psnr,
@@ -247,6 +281,8 @@ class PlaneRun:
             elapsed=self.elapsed,
             stage=self.stage,
             output=output,
+            view=view,
+            view_factor=self.view_factor,
             done=done,
             stop_reason=self.stop_reason if done else None,
             plane=self.plane_index,
@@ -265,7 +301,7 @@ class PlaneRun:
             if self.use_preview:
                 self._preview, loss, _ = calibrated_gaussian(self._normalised)
                 self._preview_psnr = mse_to_psnr(loss)
-                yield self._event(self._preview_psnr, with_output=True)
+                yield self._event(self._preview_psnr, with_output=True, with_view=True)
             noisy = torch.from_numpy(self._normalised).to(self.device)[None, None]
             self.model = self.method_cls(noisy, rng=self.rng, level=self.level, warm=self.warm, **self.params)
             if self.model.initial_mse is not None:
@@ -284,7 +320,8 @@ class PlaneRun:
                     yield self._event(val_psnr, with_output=True, done=True)
                     return
                 wanted = self.output_every is not None and self.step % self.output_every == 0
-                yield self._event(val_psnr, with_output=wanted)
+                viewed = self.view_every is not None and self.step % self.view_every == 0
+                yield self._event(val_psnr, with_output=wanted, with_view=viewed)
         finally:
             if self.stop_reason is None:
                 self.stop_reason = "cancelled"
@@ -310,6 +347,20 @@ class PlaneRun:
     def normalised_result(self) -> np.ndarray | None:
         """:meth:`result` in [0, 1] (float32, what a job keeps), or None where the result is the input itself."""
         return self._current(lambda: self.model.result())
+
+    def view(self) -> np.ndarray:
+        """The current best downsampled by ``view_factor`` (float32, input intensity scale): see
+        :attr:`Event.view`."""
+        if self._normalised is None:
+            return downsample(self._plane, self.view_factor)
+        if self.stage == PREVIEW or self.model is None:
+            start = self._preview if self._preview is not None else self._normalised
+            return self._to_intensity(downsample(start, self.view_factor))
+        model_view = getattr(self.model, "view", None)
+        if model_view is None:
+            return self._to_intensity(downsample(self.model.preview(), self.view_factor))
+        base = self._preview if self._preview is not None else self._normalised
+        return self._to_intensity(_as_numpy(model_view(self.view_factor, lambda: downsample(base, self.view_factor))))
 
     def preview(self) -> np.ndarray:
         """Best single output so far (float32, input intensity scale)."""

@@ -10,17 +10,19 @@ outputs as the result (restarting once at 5e-6 if that mean is nearly flat).
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 from collections import deque
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from napari_noise2fast.checks import check_settings
-from napari_noise2fast.engine import Method, seeded_module
+from napari_noise2fast.engine import Method, downsample, seeded_module
 from napari_noise2fast.methods._torch import PRECISIONS, autocast, compute_dtype
-from napari_noise2fast.tiling import predict_in_tiles
+from napari_noise2fast.tiling import predict_in_tiles, tiles
 
 # Bounded training (issue 19; benchmarks/RESULTS.md, "Large planes"): where a half-plane holds more than
 # BUDGET pixels, every step trains on random crops of one pair holding BUDGET pixels in all, and validation
@@ -30,6 +32,7 @@ BUDGET = 65536
 VALIDATION = 16 * 128 * 128
 VALIDATION_TILE = 128
 OUTPUTS_MEMORY = 256 * 2**20  # bytes: a longer window of outputs keeps weight snapshots instead
+VIEW_PIXELS = 512 * 512  # pixels predicted per call of Noise2Fast.view in bounded mode
 
 REFERENCE = {
     "patience": 100,
@@ -45,6 +48,7 @@ REFERENCE = {
     "warm_patience": 100,
     "budget": None,
     "crop": 128,
+    "context": True,
     "validation": VALIDATION,
 }
 PRESETS: dict[str, dict] = {
@@ -219,6 +223,10 @@ class Noise2Fast(Method):
         its memory then no longer grow with the plane. None: whole pairs always.
     crop : int
         Side of the training crops in bounded mode (even).
+    context : bool
+        Cut each crop with the network's receptive field (8 pixels) of real surroundings on every side
+        where the pair has them, the loss on the crop only: then only the pair's own edges are seen as
+        zero padding, as in whole-pair training (benchmarks/RESULTS.md, "Large planes").
     validation : int
         Pixels of the validation subset in bounded mode.
 
@@ -312,6 +320,9 @@ class Noise2Fast(Method):
         self.since_best = 0
         self.steps = 0  # since the (re)start; a restart happens on a validation step, so the cadence holds
         self._cached: tuple[tuple, torch.Tensor] | None = None
+        self._canvas: np.ndarray | None = None  # the progressive view (see view)
+        self._view_tiles = None
+        self._best: tuple = (None, None)  # (key, network with the best weights)
 
     def _autocast(self):
         return autocast(self.noisy.device, self.compute_dtype)
@@ -325,11 +336,14 @@ class Noise2Fast(Method):
         with torch.no_grad():
             torch._foreach_lerp_(*self._average_pairs, weight)
 
-    def training_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """One step's (sources, targets): a whole pair, or in bounded mode ``budget`` pixels of crops of one."""
+    def training_batch(self) -> list[tuple[torch.Tensor, torch.Tensor, tuple[slice, slice]]]:
+        """One step's ``(sources, targets, inner)`` groups: a whole pair, or in bounded mode ``budget`` pixels
+        of crops of one, each source cut (with ``context``) with the receptive field's real surroundings
+        where the pair has them; the loss counts ``targets`` at ``sources[..., inner]`` only."""
         pair = int(self.rng.integers(4))
+        whole = (slice(None), slice(None))
         if not self.bounded:
-            return self.pairs[pair]
+            return [(*self.pairs[pair], whole)]
         pair_height, pair_width = pair_shape(tuple(self.noisy.shape[-2:]), pair)
         crop = self.settings["crop"]
         height, width = min(crop, pair_height), min(crop, pair_width)
@@ -340,17 +354,32 @@ class Noise2Fast(Method):
             lefts -= lefts % 2
         else:
             tops -= tops % 2
-        sources, targets = pair_crops(self.noisy, pair, zip(tops.tolist(), lefts.tolist(), strict=True),
-                                      (height, width))
-        return sources.contiguous(memory_format=self.memory_format), targets
+        margin = RECEPTIVE_RADIUS if self.settings["context"] else 0  # even: the phase holds
+        groups: dict[tuple, list] = {}
+        for top, left in zip(tops.tolist(), lefts.tolist(), strict=True):
+            y0, x0 = max(top - margin, 0), max(left - margin, 0)
+            y1, x1 = min(top + height + margin, pair_height), min(left + width + margin, pair_width)
+            inner = (top - y0, left - x0, y1 - top - height, x1 - left - width)
+            groups.setdefault((y1 - y0, x1 - x0, inner), []).append((y0, x0))
+        batches = []
+        for (cut_height, cut_width, (above, before, _, _)), corners in groups.items():
+            sources, targets = pair_crops(self.noisy, pair, corners, (cut_height, cut_width))
+            inner = (slice(above, above + height), slice(before, before + width))
+            batches.append((sources.contiguous(memory_format=self.memory_format), targets[(..., *inner)], inner))
+        return batches
 
     def step(self) -> float | None:
-        source, target = self.training_batch()
         self.optimizer.zero_grad(set_to_none=True)
-        with self._autocast():
-            logits = self.network(source)
-        loss = F.binary_cross_entropy_with_logits(logits.float(), target)
-        loss.backward()
+        batches = self.training_batch()
+        pixels = sum(target.numel() for _, target, _ in batches)
+        for source, target, inner in batches:
+            with self._autocast():
+                logits = self.network(source)[(..., *inner)]
+            if len(batches) == 1:  # as the published code: the mean over the pair
+                loss = F.binary_cross_entropy_with_logits(logits.float(), target)
+            else:
+                loss = F.binary_cross_entropy_with_logits(logits.float(), target, reduction="sum") / pixels
+            loss.backward()
         self.optimizer.step()
         self.steps += 1
         if self.averaged is not None:
@@ -456,8 +485,37 @@ class Noise2Fast(Method):
             return self.best_output
         if self.best_state is None:
             return self.noisy[0, 0]
-        return self._predicted(("best", self.restarted, self.best_mse),
-                               lambda: self.predict(self._with_weights(self.best_state)))
+        return self._predicted(("best", self.restarted, self.best_mse), lambda: self.predict(self._best_network()))
+
+    def view(self, factor: int, start) -> np.ndarray:
+        """The best-validated output downsampled by ``factor`` (block means), cheaply on any plane.
+
+        On whole planes the kept best output, downsampled. In bounded mode a downsampled canvas starts as
+        ``start()`` (the engine's preview, downsampled) and every call predicts about ``VIEW_PIXELS`` more
+        of the plane, tile by tile in raster order and round again, with the best weights of the moment:
+        the view fills in from the top while training goes on, at a bounded cost per call.
+        """
+        if not self.bounded or self.best_state is None:
+            return downsample(self.preview(), factor)
+        side = max(factor, math.isqrt(VIEW_PIXELS) // factor * factor)  # tiles aligned to the blocks
+        if self._canvas is None:
+            self._canvas = np.array(start(), dtype=np.float32)
+            self._view_tiles = itertools.cycle(list(tiles(tuple(self.noisy.shape[-2:]), side, RECEPTIVE_RADIUS)))
+        forward = self._forward(self._best_network())
+        with torch.inference_mode(), self._autocast():
+            for _ in range(max(1, VIEW_PIXELS // side**2)):
+                kept, cut, inner = next(self._view_tiles)
+                output = torch.sigmoid(forward(self.noisy[(..., *cut)])[0, 0][inner].float())
+                self._canvas[kept[0].start // factor:-(-kept[0].stop // factor),
+                             kept[1].start // factor:-(-kept[1].stop // factor)] = downsample(output, factor)
+        return self._canvas
+
+    def _best_network(self) -> nn.Module:
+        """A network holding the best weights (rebuilt when they change)."""
+        key = (self.restarted, self.best_mse)
+        if self._best[0] != key:
+            self._best = (key, self._with_weights(self.best_state))
+        return self._best[1]
 
     def result(self) -> torch.Tensor:
         if self.averaged is not None or len(self.outputs) < self.outputs.maxlen:
