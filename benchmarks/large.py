@@ -11,8 +11,8 @@ as the Set12 protocol. Every run is a fresh subprocess, so that its peak residen
     taskset -c 1 python benchmarks/large.py --compare 1024 --images fish,BPAE_B,08,09,10,11,12 --seeds 0,1,2
 
 The first form prints the curve (default preset); the second the bounded-vs-whole-plane table at one size
-(``whole``: ``budget=None``, every step on a whole pair, validation on the whole plane; ``--budgets``
-adds bounded runs at other budgets). ``--max-steps``
+(``whole``: ``budget=0``, every step on a whole pair, validation on the whole plane; ``--budgets``
+adds bounded runs at those budgets instead of the default's). ``--max-steps``
 caps every run (then seconds are not a whole run's). Rows go to ``benchmarks/results/large.csv`` as they
 finish; a rerun skips rows already there.
 """
@@ -124,6 +124,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--max-steps", type=int, default=None)
     parser.add_argument("--params", default="{}", help="JSON of Noise2Fast settings for every run")
+    parser.add_argument("--label", default="default", help="the mode's name for the runs with --params")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "large.csv")
     args = parser.parse_args()
@@ -137,9 +138,9 @@ def main() -> None:
         with args.out.open("w", newline="") as handle:
             csv.writer(handle).writerow(FIELDS)
     sizes = [args.compare] if args.compare else [int(s) for s in args.sizes.split(",")]
-    modes = {"default": params}
+    modes = {} if args.compare and args.budgets else {args.label: params}
     if args.compare:
-        modes["whole"] = {**params, "budget": None}
+        modes["whole"] = {**params, "budget": 0}
         for budget in (args.budgets.split(",") if args.budgets else []):
             modes[f"budget {budget}"] = {**params, "budget": int(budget)}
     for image in args.images.split(","):

@@ -246,3 +246,21 @@ def test_events_carry_a_downsampled_view_filled_in_tile_by_tile(monkeypatch):
     for _ in range(11):  # 4 x 3 tiles in all
         canvas = model.view(3, lambda: pytest.fail("the canvas exists already"))
     np.testing.assert_allclose(canvas, best, rtol=0, atol=1e-5)
+
+
+def test_iter_denoise_passes_view_every_and_checks_it():
+    image = np.random.default_rng(5).normal(100, 20, (40, 48)).astype(np.float32)
+    events = list(iter_denoise(image, view_every=2, max_steps=4, seed=0, device="cpu"))
+    assert [event.view is not None for event in events] == [True, False, True, False, False]
+    assert events[0].view.shape == image.shape and events[0].view_factor == 1
+    with pytest.raises(ValueError, match="view_every"):
+        iter_denoise(image, view_every=0)
+
+
+def test_budget_zero_trains_whole_pairs_at_any_size():
+    assert method((64, 70), budget=512, crop=16).bounded
+    assert not method((64, 70), budget=0, crop=16).bounded
+    with pytest.raises(ValueError, match="budget"):
+        method((64, 70), budget=-1)
+    with pytest.raises(ValueError, match="budget"):
+        method((64, 70), budget=100, crop=16)  # under one crop

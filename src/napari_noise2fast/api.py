@@ -214,6 +214,7 @@ def iter_denoise(
     seed: int | None = None,
     max_steps: int | None = None,
     output_every: int | None = None,
+    view_every: int | None = None,
     dtype=None,
     preview: bool = True,
     **params,
@@ -222,7 +223,10 @@ def iter_denoise(
 
     Takes the same arguments as :func:`denoise` (but ``progress``), plus
     ``output_every``: attach the current best output to every
-    ``output_every``-th event (the final event of each plane always has it).
+    ``output_every``-th event (the final event of each plane always has it), and
+    ``view_every``: attach a downsampled view of it (at most 1024 pixels on a
+    side; cheap on any plane, see :attr:`~napari_noise2fast.engine.Event.view`)
+    to the preview event and every ``view_every``-th event.
 
     Examples
     --------
@@ -236,8 +240,8 @@ def iter_denoise(
     (32, 32)
     """
     job_arguments = check_denoise(image, method, axes=axes, channel_axis=channel_axis, device=device, seed=seed,
-                                  max_steps=max_steps, output_every=output_every, dtype=dtype, preview=preview,
-                                  **params)
+                                  max_steps=max_steps, output_every=output_every, view_every=view_every,
+                                  dtype=dtype, preview=preview, **params)
     low, high = job_arguments[-1]
     if low == high:
         warnings.warn("image is constant; it is returned unchanged", UserWarning, stacklevel=2)
@@ -245,7 +249,8 @@ def iter_denoise(
 
 
 def check_denoise(image, method: str = "noise2fast", *, axes=None, channel_axis=None, device="auto", seed=None,
-                  max_steps=None, output_every=None, dtype=None, preview=True, **params) -> tuple:
+                  max_steps=None, output_every=None, view_every=None, dtype=None, preview=True,
+                  **params) -> tuple:
     """Check every argument of :func:`iter_denoise` before any work; ValueError naming the first wrong one.
 
     Returns the arguments of the :class:`DenoiseJob` they make.
@@ -264,6 +269,7 @@ def check_denoise(image, method: str = "noise2fast", *, axes=None, channel_axis=
     resolved = resolve_device(device)
     check_positive_or_none("max_steps", max_steps)
     check_positive_or_none("output_every", output_every)
+    check_positive_or_none("view_every", view_every)
     seed = check_int("seed", seed, minimum=0)
     check_bool("preview", preview)
     value_range = (array.min(), array.max())  # one pass, shared by the dtype check and the job
@@ -271,8 +277,8 @@ def check_denoise(image, method: str = "noise2fast", *, axes=None, channel_axis=
     n_planes = count_planes(array, axes, channel_axis)
     seeds = [int(s.generate_state(1)[0]) for s in np.random.SeedSequence(seed).spawn(n_planes)] \
         if seed is not None else [None] * n_planes
-    run_kwargs = {"device": resolved, "max_steps": max_steps, "output_every": output_every, "preview": preview,
-                  **params}
+    run_kwargs = {"device": resolved, "max_steps": max_steps, "output_every": output_every, "view_every": view_every,
+                  "preview": preview, **params}
     return array, layout, out_dtype, method, seeds, run_kwargs, value_range
 
 

@@ -28,7 +28,7 @@ from napari_noise2fast.tiling import predict_in_tiles, tiles
 # BUDGET pixels, every step trains on random crops of one pair holding BUDGET pixels in all, and validation
 # runs on a fixed subset of about VALIDATION pixels, in tiles spread over the plane (chosen once); the
 # whole plane is predicted in tiles only for the result. Smaller planes train and validate whole.
-BUDGET = 65536
+BUDGET = 131072  # a 512x512 plane's half-plane: planes up to 512x512 train whole, as before
 VALIDATION = 16 * 128 * 128
 VALIDATION_TILE = 128
 OUTPUTS_MEMORY = 256 * 2**20  # bytes: a longer window of outputs keeps weight snapshots instead
@@ -48,7 +48,7 @@ REFERENCE = {
     "warm_patience": 100,
     "budget": None,
     "crop": 128,
-    "context": True,
+    "context": False,
     "validation": VALIDATION,
 }
 PRESETS: dict[str, dict] = {
@@ -220,13 +220,15 @@ class Noise2Fast(Method):
         image) holds more, each step trains on random ``crop`` x ``crop`` crops of
         one pair, ``budget`` pixels in all, and validates on the fixed subset of
         ``validation`` pixels (:func:`validation_tiles`); the cost of a step and
-        its memory then no longer grow with the plane. None: whole pairs always.
+        its memory then no longer grow with the plane. 0 (or None in a preset: the ``reference``):
+        whole pairs at any size.
     crop : int
         Side of the training crops in bounded mode (even).
     context : bool
         Cut each crop with the network's receptive field (8 pixels) of real surroundings on every side
-        where the pair has them, the loss on the crop only: then only the pair's own edges are seen as
-        zero padding, as in whole-pair training (benchmarks/RESULTS.md, "Large planes").
+        where the pair has them, the loss on the crop only, so that only the pair's own edges are seen
+        as zero padding, as in whole-pair training. Off by default: measured worse (Set12 03, 300
+        steps: 26.31 against 28.22 dB with 64x64 crops; benchmarks/RESULTS.md, "Large planes").
     validation : int
         Pixels of the validation subset in bounded mode.
 
@@ -257,8 +259,9 @@ class Noise2Fast(Method):
                 or settings["average"] not in AVERAGES or settings["precision"] not in {"auto", *PRECISIONS}):
             raise ValueError(f"invalid Noise2Fast settings: {settings}")
         if settings["crop"] < 2 or settings["crop"] % 2 or settings["validation"] < 1 \
-                or (settings["budget"] is not None and settings["budget"] < settings["crop"] ** 2):
-            raise ValueError(f"Noise2Fast: crop must be even and at least 2, budget at least crop**2 pixels and "
+                or (settings["budget"] and settings["budget"] < settings["crop"] ** 2) \
+                or (settings["budget"] is not None and settings["budget"] < 0):
+            raise ValueError(f"Noise2Fast: crop must be even and at least 2, budget 0 or at least crop**2 pixels and "
                              f"validation at least 1 pixel; got crop={settings['crop']}, "
                              f"budget={settings['budget']}, validation={settings['validation']}")
         return settings
@@ -272,7 +275,7 @@ class Noise2Fast(Method):
         self.noisy = noisy.contiguous(memory_format=self.memory_format)
         plane = tuple(noisy.shape[-2:])
         budget = settings["budget"]
-        self.bounded = budget is not None and max(math.prod(pair_shape(plane, k)) for k in range(4)) > budget
+        self.bounded = bool(budget) and max(math.prod(pair_shape(plane, k)) for k in range(4)) > budget
         if self.bounded:
             self.pairs = None  # crops are cut from the plane at each step
             self.tiles = validation_tiles(noisy, settings["validation"])
