@@ -353,13 +353,12 @@ class PlaneRun:
         :attr:`Event.view`."""
         if self._normalised is None:
             return downsample(self._plane, self.view_factor)
+        base = self._preview if self._preview is not None else self._normalised  # the best before the method's
         if self.stage == PREVIEW or self.model is None:
-            start = self._preview if self._preview is not None else self._normalised
-            return self._to_intensity(downsample(start, self.view_factor))
+            return self._to_intensity(downsample(base, self.view_factor))
         model_view = getattr(self.model, "view", None)
         if model_view is None:
             return self._to_intensity(downsample(self.model.preview(), self.view_factor))
-        base = self._preview if self._preview is not None else self._normalised
         return self._to_intensity(_as_numpy(model_view(self.view_factor, lambda: downsample(base, self.view_factor))))
 
     def preview(self) -> np.ndarray:
