@@ -43,6 +43,15 @@ def tile_side(device: torch.device, bytes_per_pixel: float, margin: int) -> int:
     return int(min(max(math.isqrt(int(pixels)) - 2 * margin, MIN_TILE), MAX_TILE))
 
 
+def with_margin(region: tuple[int, int, int, int], shape: tuple[int, int], margin: int):
+    """``(cut, inner)`` for ``region`` (top, left, bottom, right) of a plane of ``shape``: the region with
+    ``margin`` pixels of context on each side that is not the plane's edge, and the region within it."""
+    top, left, bottom, right = region
+    y0, x0 = max(top - margin, 0), max(left - margin, 0)
+    y1, x1 = min(bottom + margin, shape[0]), min(right + margin, shape[1])
+    return ((slice(y0, y1), slice(x0, x1)), (slice(top - y0, bottom - y0), slice(left - x0, right - x0)))
+
+
 def tiles(shape: tuple[int, int], side: int, margin: int, multiple: int = 1):
     """The tiles of a plane of ``shape``: ``(kept, cut, inner)`` slices for each, in raster order.
 
@@ -57,10 +66,8 @@ def tiles(shape: tuple[int, int], side: int, margin: int, multiple: int = 1):
     for top in range(0, height, side):
         for left in range(0, width, side):
             bottom, right = min(top + side, height), min(left + side, width)
-            y0, x0 = max(top - margin, 0), max(left - margin, 0)
-            y1, x1 = min(bottom + margin, height), min(right + margin, width)
-            yield ((slice(top, bottom), slice(left, right)), (slice(y0, y1), slice(x0, x1)),
-                   (slice(top - y0, bottom - y0), slice(left - x0, right - x0)))
+            yield ((slice(top, bottom), slice(left, right)),
+                   *with_margin((top, left, bottom, right), shape, margin))
 
 
 def predict_in_tiles(forward: Callable[[torch.Tensor], torch.Tensor], image: torch.Tensor, margin: int,

@@ -22,7 +22,7 @@ from torch import nn
 from napari_noise2fast.checks import check_settings
 from napari_noise2fast.engine import Method, downsample, seeded_module
 from napari_noise2fast.methods._torch import PRECISIONS, autocast, compute_dtype
-from napari_noise2fast.tiling import predict_in_tiles, tiles
+from napari_noise2fast.tiling import predict_in_tiles, tiles, with_margin
 
 # Bounded training (issue 19; benchmarks/RESULTS.md, "Large planes"): where a half-plane holds more than
 # BUDGET pixels, every step trains on random crops of one pair holding BUDGET pixels in all, and validation
@@ -359,14 +359,14 @@ class Noise2Fast(Method):
             tops -= tops % 2
         margin = RECEPTIVE_RADIUS if self.settings["context"] else 0  # even: the phase holds
         groups: dict[tuple, list] = {}
-        for top, left in zip(tops.tolist(), lefts.tolist(), strict=True):
-            y0, x0 = max(top - margin, 0), max(left - margin, 0)
-            y1, x1 = min(top + height + margin, pair_height), min(left + width + margin, pair_width)
-            inner = (top - y0, left - x0, y1 - top - height, x1 - left - width)
-            groups.setdefault((y1 - y0, x1 - x0, inner), []).append((y0, x0))
+        for top, left in zip(tops.tolist(), lefts.tolist(), strict=True):  # crops of one cut shape batch together
+            (rows, cols), inner = with_margin((top, left, top + height, left + width), (pair_height, pair_width),
+                                              margin)
+            shape = (rows.stop - rows.start, cols.stop - cols.start)
+            groups.setdefault((shape, inner[0].start, inner[1].start), []).append((rows.start, cols.start))
         batches = []
-        for (cut_height, cut_width, (above, before, _, _)), corners in groups.items():
-            sources, targets = pair_crops(self.noisy, pair, corners, (cut_height, cut_width))
+        for (shape, above, before), corners in groups.items():
+            sources, targets = pair_crops(self.noisy, pair, corners, shape)
             inner = (slice(above, above + height), slice(before, before + width))
             batches.append((sources.contiguous(memory_format=self.memory_format), targets[(..., *inner)], inner))
         return batches
@@ -410,14 +410,13 @@ class Noise2Fast(Method):
 
     def _subset_mse(self, network: nn.Module) -> float:
         """Validation MSE on the fixed tiles, each predicted with its receptive field's context."""
-        height, width = self.noisy.shape[-2:]
+        shape = tuple(self.noisy.shape[-2:])
         total, count = 0.0, 0
         forward = self._forward(network)
         with torch.inference_mode(), self._autocast():
             for top, left, bottom, right in self.tiles:
-                y0, x0 = max(top - RECEPTIVE_RADIUS, 0), max(left - RECEPTIVE_RADIUS, 0)
-                y1, x1 = min(bottom + RECEPTIVE_RADIUS, height), min(right + RECEPTIVE_RADIUS, width)
-                logits = forward(self.noisy[..., y0:y1, x0:x1])[0, 0, top - y0:bottom - y0, left - x0:right - x0]
+                cut, inner = with_margin((top, left, bottom, right), shape, RECEPTIVE_RADIUS)
+                logits = forward(self.noisy[(..., *cut)])[0, 0][inner]
                 error = torch.sigmoid(logits.float()) - self.noisy[0, 0, top:bottom, left:right]
                 total += float(torch.sum(error**2))
                 count += error.numel()
