@@ -12,10 +12,16 @@ candidate causes can be told apart on the same image, seed and code:
 - ``c128x1``: one 128x128 crop (16,384 pixels), whole-plane validation;
 - ``c64x7-sub``: as ``c64x7`` but validated on one 128x128 tile (a quarter of the plane);
 - ``c64x7-ctx``, ``c128x1-ctx``: as ``c64x7``, ``c128x1``, each crop cut with 8 pixels of real
-  surroundings (the receptive field), the loss on the crop only (``context=True``, the default now).
+  surroundings (the receptive field), the loss on the crop only (``context=True``);
+- ``c64x1-tiles``, ``c64x7-tiles``, ``c128x1-tiles``: as without ``-tiles`` but the crops taken from a
+  fixed grid over each pair, in an order shuffled at every pass (``sampling="tiles"``, the default
+  now), instead of at random places.
+
+Every variant but ``-tiles`` samples at random places (``sampling="random"``), as bounded mode first did.
 
 If ``c64x7`` matches ``whole`` and ``c64x1`` does not, pixels per step explain the loss.
-If ``c64x7-sub`` loses against ``c64x7``, the validation subset does.
+If ``c64x7-sub`` loses against ``c64x7``, the validation subset does. If ``-tiles`` matches ``whole``
+where the random places lose, the sampling does.
 
     taskset -c 1 python benchmarks/crops.py --images 03,01 --seeds 0 --threads 1 --max-steps 300
 
@@ -37,14 +43,19 @@ from skimage.io import imread
 from napari_noise2fast import iter_denoise
 from run_benchmark import DEFAULT_DATA, image_paths, psnr_ssim
 
+RANDOM = {"sampling": "random", "context": False}
 VARIANTS = {
     "whole": {},
-    "c64x1": {"budget": 4096, "crop": 64, "validation": 65536, "context": False},
-    "c64x7": {"budget": 28672, "crop": 64, "validation": 65536, "context": False},
-    "c128x1": {"budget": 16384, "crop": 128, "validation": 65536, "context": False},
-    "c64x7-sub": {"budget": 28672, "crop": 64, "validation": 16384, "context": False},
-    "c64x7-ctx": {"budget": 28672, "crop": 64, "validation": 65536, "context": True},
-    "c128x1-ctx": {"budget": 16384, "crop": 128, "validation": 65536, "context": True},
+    "c64x1": {"budget": 4096, "crop": 64, "validation": 65536, **RANDOM},
+    "c64x7": {"budget": 28672, "crop": 64, "validation": 65536, **RANDOM},
+    "c128x1": {"budget": 16384, "crop": 128, "validation": 65536, **RANDOM},
+    "c64x7-sub": {"budget": 28672, "crop": 64, "validation": 16384, **RANDOM},
+    "c64x7-ctx": {"budget": 28672, "crop": 64, "validation": 65536, **RANDOM, "context": True},
+    "c128x1-ctx": {"budget": 16384, "crop": 128, "validation": 65536, **RANDOM, "context": True},
+    # the fixed grid of crops, a shuffled pass after another (sampling="tiles", the default now)
+    "c64x1-tiles": {"budget": 4096, "crop": 64, "validation": 65536, "sampling": "tiles"},
+    "c64x7-tiles": {"budget": 28672, "crop": 64, "validation": 65536, "sampling": "tiles"},
+    "c128x1-tiles": {"budget": 16384, "crop": 128, "validation": 65536, "sampling": "tiles"},
 }
 FIELDS = ["image", "variant", "seed", "psnr", "ssim", "seconds", "steps", "bounded"]
 

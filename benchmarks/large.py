@@ -6,6 +6,8 @@ parameters are fitted from the real noisy/clean pair (as ``stack.py`` does), rou
 like a camera's plane. Set12 mosaics (``--image 08`` ...) get Gaussian noise of sigma 25, unclipped float32,
 as the Set12 protocol. Every run is a fresh subprocess, so that its peak resident memory
 (``resource.getrusage(RUSAGE_SELF).ru_maxrss``: input, output and torch included) is its own.
+``max_gap_s`` is the longest wait between two events while training (the preview first, then the steps),
+``final_s`` the wait for the last event (the final prediction of the whole plane in tiles).
 
     taskset -c 1 python benchmarks/large.py --sizes 512,1024,2048,4096,8192 --threads 1
     taskset -c 1 python benchmarks/large.py --compare 1024 --images fish,BPAE_B,08,09,10,11,12 --seeds 0,1,2
@@ -34,7 +36,7 @@ from skimage.io import imread
 from run_benchmark import DEFAULT_DATA, image_paths
 
 FIELDS = ["image", "size", "mode", "seed", "pixels", "seconds", "first_event_s", "max_gap_s", "steps",
-          "peak_rss_mb", "psnr", "noisy_psnr", "bounded", "max_steps", "cpu"]
+          "peak_rss_mb", "psnr", "noisy_psnr", "bounded", "max_steps", "cpu", "final_s", "precision"]
 
 
 def dihedral(tile: np.ndarray, k: int) -> np.ndarray:
@@ -79,18 +81,20 @@ noisy, clean = make_plane(Path({data!r}), {image!r}, {size}, {seed})
 params = json.loads({params!r})
 start = time.perf_counter()
 job = iter_denoise(noisy, seed={seed}, device="cpu", max_steps={max_steps}, **params)
-times, bounded, step = [], None, 0
+times, bounded, step, precision = [], None, 0, ""
 for event in job:
     times.append(time.perf_counter() - start)
     step = event.step
     if bounded is None and job.current is not None and job.current.model is not None:
         bounded = getattr(job.current.model, "bounded", None)
+        precision = str(getattr(job.current.model, "compute_dtype", "")).replace("torch.", "")
 out = job.result()
 seconds = time.perf_counter() - start
 gaps = np.diff([0.0] + times)
 rng = 255.0
-print(json.dumps({{"seconds": seconds, "first_event_s": times[0], "max_gap_s": float(gaps[1:].max()) if len(gaps) > 1
-                  else 0.0, "steps": step, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+print(json.dumps({{"seconds": seconds, "first_event_s": times[0], "max_gap_s": float(gaps[1:-1].max()) if len(gaps) > 2
+                  else 0.0, "final_s": float(gaps[-1]), "steps": step,
+                  "precision": precision, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                   "psnr": peak_signal_noise_ratio(clean, out.astype(np.float64), data_range=rng),
                   "noisy_psnr": peak_signal_noise_ratio(clean, noisy.astype(np.float64), data_range=rng),
                   "bounded": bounded}}))
@@ -98,10 +102,17 @@ print(json.dumps({{"seconds": seconds, "first_event_s": times[0], "max_gap_s": f
 
 
 def cpu_name() -> str:
+    """The CPU's model name and its widest vector feature (the model name alone does not tell apart
+    the machines these benchmarks ran on)."""
+    name, flags = "unknown", set()
     for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown"
+        if line.startswith("model name") and name == "unknown":
+            name = line.split(":", 1)[1].strip()
+        elif line.startswith("flags") and not flags:
+            flags = set(line.split(":", 1)[1].split())
+    widest = next((label for flag, label in [("amx_tile", "AMX"), ("avx512_bf16", "AVX512-BF16"),
+                                             ("avx512f", "AVX512"), ("avx2", "AVX2")] if flag in flags), "")
+    return f"{name} ({widest})" if widest else name
 
 
 def run_one(args, image: str, size: int, seed: int, params: dict) -> dict:
@@ -132,7 +143,15 @@ def main() -> None:
     done = set()
     if args.out.exists():
         with args.out.open() as handle:
-            done = {(r["image"], r["size"], r["mode"], r["seed"], r["max_steps"]) for r in csv.DictReader(handle)}
+            old = list(csv.DictReader(handle))
+        if old and list(old[0]) != FIELDS:  # columns added since: rewrite, the old rows with blanks there
+            with args.out.open("w", newline="") as handle:
+                writer = csv.DictWriter(handle, FIELDS)
+                writer.writeheader()
+                writer.writerows(old)
+        with args.out.open() as handle:
+            done = {(r["image"], r["size"], r["mode"], r["seed"], r["max_steps"], r["cpu"])
+                    for r in csv.DictReader(handle)}
     else:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         with args.out.open("w", newline="") as handle:
@@ -147,31 +166,52 @@ def main() -> None:
         for seed in (int(s) for s in args.seeds.split(",")):
             for size in sizes:
                 for mode, settings in modes.items():
-                    key = (image, str(size), mode, str(seed), str(args.max_steps))
+                    key = (image, str(size), mode, str(seed), str(args.max_steps), cpu_name())
                     if key in done:
                         continue
                     report = run_one(args, image, size, seed, settings)
                     row = [image, size, mode, seed, size * size, f"{report['seconds']:.1f}",
                            f"{report['first_event_s']:.2f}", f"{report['max_gap_s']:.2f}", report["steps"],
                            f"{report['peak_rss_mb']:.0f}", f"{report['psnr']:.2f}", f"{report['noisy_psnr']:.2f}",
-                           report["bounded"], args.max_steps, cpu_name()]
+                           report["bounded"], args.max_steps, cpu_name(), f"{report['final_s']:.2f}",
+                           report["precision"]]
                     print(*row, flush=True)
                     with args.out.open("a", newline="") as handle:
                         csv.writer(handle).writerow(row)
     with args.out.open() as handle:
         rows = list(csv.DictReader(handle))
-    print("\n| image | size | mode | seeds | max steps | median s | first event s | max gap s | steps | "
+    print("\n| CPU | image | size | mode | seeds | max steps | median s | first event s | max gap s | steps | "
           "peak RSS MB | PSNR | noisy |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     groups: dict[tuple, list] = {}
     for r in rows:
-        groups.setdefault((r["image"], int(r["size"]), r["mode"], r["max_steps"]), []).append(r)
-    for (image, size, mode, cap), mine in sorted(groups.items()):
+        groups.setdefault((r["cpu"], r["image"], int(r["size"]), r["mode"], r["max_steps"]), []).append(r)
+    for (cpu, image, size, mode, cap), mine in sorted(groups.items()):
         def median(field, rows=mine):
             return statistics.median(float(r[field]) for r in rows)
-        print(f"| {image} | {size} | {mode} | {len(mine)} | {cap} | {median('seconds'):.1f} | "
+        print(f"| {cpu} | {image} | {size} | {mode} | {len(mine)} | {cap} | {median('seconds'):.1f} | "
               f"{median('first_event_s'):.2f} | {median('max_gap_s'):.2f} | {median('steps'):.0f} | "
               f"{median('peak_rss_mb'):.0f} | {median('psnr'):.2f} | {median('noisy_psnr'):.2f} |")
+    if args.compare:
+        print_gaps(rows, args.compare, args.max_steps, cpu_name())
+
+
+def print_gaps(rows: list[dict], size: int, cap, cpu: str) -> None:
+    """The quality bar at one size: each bounded mode's PSNR minus the whole-plane run's on the same image and
+    seed (this CPU's rows), the median over seeds per image, then the median and worst over images."""
+    mine = [r for r in rows if int(r["size"]) == size and r["max_steps"] == str(cap) and r["cpu"] == cpu]
+    whole = {(r["image"], r["seed"]): float(r["psnr"]) for r in mine if r["mode"] == "whole"}
+    for mode in sorted({r["mode"] for r in mine} - {"whole"}):
+        gaps: dict[str, list[float]] = {}
+        for r in mine:
+            if r["mode"] == mode and (r["image"], r["seed"]) in whole:
+                gaps.setdefault(r["image"], []).append(float(r["psnr"]) - whole[r["image"], r["seed"]])
+        if not gaps:
+            continue
+        per_image = {image: statistics.median(values) for image, values in gaps.items()}
+        print(f"\n{mode} minus whole at {size}x{size} (dB, median over seeds): "
+              + ", ".join(f"{image} {gap:+.2f} ({len(gaps[image])})" for image, gap in per_image.items())
+              + f"; median {statistics.median(per_image.values()):+.2f}, worst {min(per_image.values()):+.2f}")
 
 
 if __name__ == "__main__":

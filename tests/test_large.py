@@ -52,7 +52,8 @@ def test_bounded_mode_switches_on_above_the_budget_and_steps_use_it():
     small = method((44, 46), budget=budget, crop=16)  # pairs 22x46 = 1,012 pixels
     assert not small.bounded and small.pairs is not None and small.tiles is None
     for context in (False, True):
-        large = method((64, 70), budget=budget, crop=16, validation=512, context=context)
+        large = method((64, 70), budget=budget, crop=16, validation=512, context=context,
+                       sampling="random" if context else "tiles")  # a grid this small has no inner 16x16 crop
         assert large.bounded and large.pairs is None
         for _ in range(8):
             groups = large.training_batch()
@@ -264,3 +265,79 @@ def test_budget_zero_trains_whole_pairs_at_any_size():
         method((64, 70), budget=-1)
     with pytest.raises(ValueError, match="budget"):
         method((64, 70), budget=100, crop=16)  # under one crop
+
+
+@given(height=st.integers(2, 300), width=st.integers(2, 300), crop=st.sampled_from([2, 16, 64]),
+       pair=st.integers(0, 3))
+def test_the_crop_grid_covers_the_pair_with_even_corners_where_pairs_need_them(height, width, crop, pair):
+    h, w = min(crop, height), min(crop, width)
+    if pair < 2:
+        w -= w % 2
+        width += width % 2
+    else:
+        h -= h % 2
+        height += height % 2
+    corners = n2f.crop_grid((height, width), (h, w), pair)
+    covered = np.zeros((height, width), dtype=int)
+    for top, left in corners:
+        assert 0 <= top <= height - h and 0 <= left <= width - w
+        assert (left if pair < 2 else top) % 2 == 0
+        covered[top:top + h, left:left + w] += 1
+    assert covered.min() >= 1  # every pixel of the pair in some crop
+    assert len(set(corners)) == len(corners)
+
+
+def test_tiles_sampling_sees_every_crop_once_per_pass_in_shuffled_order():
+    model = method((64, 64), budget=2 * 16 * 16, crop=16, validation=512, context=False)
+    assert model.settings["sampling"] == "tiles" and model.bounded
+    for _ in range(20):
+        groups = model.training_batch()
+        assert sum(sources.shape[0] for sources, _, _ in groups) == 2  # the budget: two 16x16 crops
+    model = method((64, 64), budget=16 * 16, crop=16, validation=512, context=False)
+    grid = n2f.crop_grid((32, 64), (16, 16), 0)
+    first = model._next_crops(0, (32, 64), (16, 16), 8)
+    assert sorted(first) == sorted(grid)  # one pass: every crop of the grid once
+    second = model._next_crops(0, (32, 64), (16, 16), 8)
+    assert sorted(second) == sorted(first) and second != first  # the next pass, shuffled again
+    straddle = model._next_crops(0, (32, 64), (16, 16), 5) + model._next_crops(0, (32, 64), (16, 16), 5)
+    assert sorted(straddle[:8]) == sorted(grid)  # a batch that runs over a pass's end goes on into the next
+    assert len(model._passes[0]) == 6  # two of the third pass taken, six left
+
+
+def test_random_sampling_is_still_there_and_bad_sampling_is_refused():
+    model = method((64, 64), budget=16 * 16, crop=16, validation=512, sampling="random")
+    assert model.training_batch()[0][0].shape[-2:] == (16, 16)
+    with pytest.raises(ValueError, match="sampling"):
+        method((64, 64), sampling="grid")
+
+
+def test_the_preview_filters_large_planes_in_tiles_exactly(monkeypatch):
+    from scipy import ndimage
+
+    from napari_noise2fast import preview
+
+    monkeypatch.setattr(preview, "CALIBRATION_SIDE", 64)
+    monkeypatch.setattr(preview, "FILTER_TILE", 48)
+    plane = np.random.default_rng(5).random((150, 131), dtype=np.float32)
+    output, _, sigma = preview.calibrated_gaussian(plane)
+    assert output.dtype == np.float32
+    np.testing.assert_array_equal(output, ndimage.gaussian_filter(plane, sigma, mode="reflect"))
+
+
+@given(dtype=st.sampled_from([np.uint8, np.uint16, np.int8, np.int16]), data=st.data())
+def test_small_integer_planes_normalise_in_float32_as_in_float64(dtype, data):
+    from napari_noise2fast.intensity import IntensityMap, cast
+
+    info = np.iinfo(dtype)
+    low = data.draw(st.integers(int(info.min), int(info.max) - 1))
+    high = data.draw(st.integers(low + 1, int(info.max)))
+    plane = np.random.default_rng(high - low).integers(low, high + 1, (9, 11)).astype(dtype)
+    plane.flat[:2] = low, high
+    mapping = IntensityMap(plane)
+    exact = np.clip((plane.astype(np.int64) - low).astype(np.float64) / (high - low), 0, 1).astype(np.float32)
+    np.testing.assert_array_equal(mapping.normalise(plane), exact)  # bit for bit
+    values = np.random.default_rng(abs(high)).random((9, 11)).astype(np.float32)
+    back = mapping.back(values, np.float32)
+    slow = cast(mapping.to_float64(values), np.float32, low, high)
+    assert back.dtype == np.float32
+    np.testing.assert_allclose(back, slow, rtol=0, atol=2 * float(np.spacing(np.float32(max(abs(low), abs(high))))))

@@ -76,6 +76,11 @@ class IntensityMap:
             self._half_range = float(self.high) / 2 - self._half_low
 
     @property
+    def small_integers(self) -> bool:
+        """Integers of at most 16 bits: every value, the minimum and the range are exact in float32."""
+        return self.dtype.kind in "ui" and self.dtype.itemsize <= 2
+
+    @property
     def constant(self) -> bool:
         return bool(self.low == self.high)
 
@@ -88,6 +93,13 @@ class IntensityMap:
         """The plane in [0, 1], float32 (zeros for a constant plane)."""
         if self.constant:
             return np.zeros(np.shape(plane), dtype=np.float32)
+        if self.small_integers:  # float32 throughout, with the very result of the float64 path below:
+            # the difference is exact and a quotient of exact floats rounded twice (float64, then float32)
+            # equals it rounded once
+            result = np.asarray(plane).astype(np.float32)
+            result -= np.float32(self.low)
+            result /= np.float32(self.range)
+            return result
         if self.dtype.kind in "ui":  # the exact difference to the minimum, modulo 2**64 in uint64
             offset = np.uint64(int(self.low) % 2**64)
             difference = (np.asarray(plane).astype(np.uint64) - offset).astype(np.float64)
@@ -113,4 +125,9 @@ class IntensityMap:
         """Normalised values in ``dtype``; integer outputs stay inside ``[low, high]`` (default: the plane's)."""
         low = self.low if low is None else low
         high = self.high if high is None else high
+        if self.small_integers and np.dtype(dtype) == np.float32:  # events' outputs: float32 throughout,
+            result = np.array(normalised, dtype=np.float32)  # within an ulp of the float64 path
+            result *= np.float32(self.range)
+            result += np.float32(self.low)
+            return result
         return cast(self.to_float64(normalised), dtype, low, high)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -104,6 +105,23 @@ def apply_in_blocks(function: Callable[[np.ndarray], np.ndarray], image: np.ndar
         if index:
             yield output
         output[kept] = np.asarray(function(image[cut]))[inner]
+    return output
+
+
+def filter_in_tiles(function: Callable[[np.ndarray], np.ndarray], image: np.ndarray, margin: int, side: int,
+                    workers: int = 1) -> np.ndarray:
+    """``function`` (a 2D filter whose output at a pixel depends on the input within ``margin`` of it, and
+    which releases the GIL, as SciPy's do) applied tile by tile in ``workers`` threads: the whole-plane
+    output, float32, exactly."""
+    output = np.empty(image.shape, dtype=np.float32)
+
+    def one(tile) -> None:
+        kept, cut, inner = tile
+        output[kept] = function(image[cut])[inner]
+
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        for done in pool.map(one, tiles(image.shape, side, margin)):
+            del done
     return output
 
 
