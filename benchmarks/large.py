@@ -12,7 +12,11 @@ as the Set12 protocol. Every run is a fresh subprocess, so that its peak residen
     taskset -c 1 python benchmarks/large.py --sizes 512,1024,2048,4096,8192 --threads 1
     taskset -c 1 python benchmarks/large.py --compare 1024 --images fish,BPAE_B,08,09,10,11,12 --seeds 0,1,2
 
-The first form prints the curve (default preset); the second the bounded-vs-whole-plane table at one size
+    taskset -c 1 python benchmarks/large.py --sizes 2175 --images nuclei-A,nuclei-N --save benchmarks/out/nuclei
+
+The first form prints the curve (default preset); the third the real nuclei planes (``nuclei_plane``: no
+clean image, so no PSNR), saving the outputs for ``nuclei_figure.py``; the second the bounded-vs-whole-plane
+table at one size
 (``whole``: ``budget=0``, every step on a whole pair, validation on the whole plane; ``--budgets``
 adds bounded runs at those budgets instead of the default's). ``--max-steps``
 caps every run (then seconds are not a whole run's). Rows go to ``benchmarks/results/large.csv`` as they
@@ -53,9 +57,22 @@ def mosaic(clean: np.ndarray, size: int) -> np.ndarray:
     return np.concatenate(rows, axis=0)[:size, :size].astype(np.float64)
 
 
-def make_plane(data: Path, name: str, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(noisy plane, clean plane) of a mosaic of ``name`` at ``size``."""
+NUCLEI_TILE = 725  # the nuclei tiles' side; the top-left 3x3 of each image stitch into 2175x2175
+
+
+def nuclei_plane(data: Path, image: str) -> np.ndarray:
+    """The real noisy nuclei image ``image`` ("A" or "N"): its top-left 3x3 tiles stitched, 2175x2175."""
+    folder = data / "nuclei" / "noisy"
+    return np.block([[tifffile.imread(folder / f"{image}_{row}_{col}.tif") for col in range(3)] for row in range(3)])
+
+
+def make_plane(data: Path, name: str, size: int, seed: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """(noisy plane, clean plane) of a mosaic of ``name`` at ``size``; for ``nuclei-A`` and ``nuclei-N`` the real
+    noisy stitched plane's top-left ``size`` x ``size`` and no clean plane."""
     from stack import fit_noise
+
+    if name.startswith("nuclei-"):
+        return nuclei_plane(data, name.removeprefix("nuclei-"))[:size, :size], None
 
     noisy_path, clean_path = image_paths(data, name)
     clean_tile = imread(clean_path) if clean_path.suffix == ".png" else tifffile.imread(clean_path)
@@ -90,13 +107,19 @@ for event in job:
         precision = str(getattr(job.current.model, "compute_dtype", "")).replace("torch.", "")
 out = job.result()
 seconds = time.perf_counter() - start
+if {save!r}:
+    import tifffile
+    Path({save!r}).mkdir(parents=True, exist_ok=True)
+    tifffile.imwrite(Path({save!r}) / "{image}_{size}_seed{seed}.tif", out)
 gaps = np.diff([0.0] + times)
 rng = 255.0
 print(json.dumps({{"seconds": seconds, "first_event_s": times[0], "max_gap_s": float(gaps[1:-1].max()) if len(gaps) > 2
                   else 0.0, "final_s": float(gaps[-1]), "steps": step,
                   "precision": precision, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                  "psnr": peak_signal_noise_ratio(clean, out.astype(np.float64), data_range=rng),
-                  "noisy_psnr": peak_signal_noise_ratio(clean, noisy.astype(np.float64), data_range=rng),
+                  "psnr": None if clean is None else peak_signal_noise_ratio(clean, out.astype(np.float64),
+                                                                             data_range=rng),
+                  "noisy_psnr": None if clean is None else peak_signal_noise_ratio(clean, noisy.astype(np.float64),
+                                                                                   data_range=rng),
                   "bounded": bounded}}))
 """
 
@@ -115,9 +138,14 @@ def cpu_name() -> str:
     return f"{name} ({widest})" if widest else name
 
 
+def decibels(value) -> str:
+    return "" if value is None else f"{value:.2f}"
+
+
 def run_one(args, image: str, size: int, seed: int, params: dict) -> dict:
     script = ONE.format(here=str(Path(__file__).parent), threads=args.threads, data=str(args.data), image=image,
-                        size=size, seed=seed, params=json.dumps(params), max_steps=args.max_steps)
+                        size=size, seed=seed, params=json.dumps(params), max_steps=args.max_steps,
+                        save=str(args.save) if args.save else "")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     if done.returncode:
         raise SystemExit(f"{image} {size}: {done.stderr[-3000:]}")
@@ -138,6 +166,8 @@ def main() -> None:
     parser.add_argument("--label", default="default", help="the mode's name for the runs with --params")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "large.csv")
+    parser.add_argument("--save", type=Path, default=None,
+                        help="write each run's output here (<image>_<size>_seed<s>.tif)")
     args = parser.parse_args()
     params = json.loads(args.params)
     done = set()
@@ -172,7 +202,7 @@ def main() -> None:
                     report = run_one(args, image, size, seed, settings)
                     row = [image, size, mode, seed, size * size, f"{report['seconds']:.1f}",
                            f"{report['first_event_s']:.2f}", f"{report['max_gap_s']:.2f}", report["steps"],
-                           f"{report['peak_rss_mb']:.0f}", f"{report['psnr']:.2f}", f"{report['noisy_psnr']:.2f}",
+                           f"{report['peak_rss_mb']:.0f}", decibels(report["psnr"]), decibels(report["noisy_psnr"]),
                            report["bounded"], args.max_steps, cpu_name(), f"{report['final_s']:.2f}",
                            report["precision"]]
                     print(*row, flush=True)
@@ -188,7 +218,8 @@ def main() -> None:
         groups.setdefault((r["cpu"], r["image"], int(r["size"]), r["mode"], r["max_steps"]), []).append(r)
     for (cpu, image, size, mode, cap), mine in sorted(groups.items()):
         def median(field, rows=mine):
-            return statistics.median(float(r[field]) for r in rows)
+            values = [float(r[field]) for r in rows if r[field] not in ("", None)]
+            return statistics.median(values) if values else float("nan")
         print(f"| {cpu} | {image} | {size} | {mode} | {len(mine)} | {cap} | {median('seconds'):.1f} | "
               f"{median('first_event_s'):.2f} | {median('max_gap_s'):.2f} | {median('steps'):.0f} | "
               f"{median('peak_rss_mb'):.0f} | {median('psnr'):.2f} | {median('noisy_psnr'):.2f} |")
