@@ -171,6 +171,8 @@ def main() -> None:
     args = parser.parse_args()
     params = json.loads(args.params)
     done = set()
+    cpu = cpu_name()
+    cap = "" if args.max_steps is None else str(args.max_steps)  # as the CSV holds it
     if args.out.exists():
         with args.out.open() as handle:
             old = list(csv.DictReader(handle))
@@ -179,9 +181,7 @@ def main() -> None:
                 writer = csv.DictWriter(handle, FIELDS)
                 writer.writeheader()
                 writer.writerows(old)
-        with args.out.open() as handle:
-            done = {(r["image"], r["size"], r["mode"], r["seed"], r["max_steps"], r["cpu"])
-                    for r in csv.DictReader(handle)}
+        done = {(r["image"], r["size"], r["mode"], r["seed"], r["max_steps"] or "", r["cpu"]) for r in old}
     else:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         with args.out.open("w", newline="") as handle:
@@ -196,14 +196,14 @@ def main() -> None:
         for seed in (int(s) for s in args.seeds.split(",")):
             for size in sizes:
                 for mode, settings in modes.items():
-                    key = (image, str(size), mode, str(seed), str(args.max_steps), cpu_name())
+                    key = (image, str(size), mode, str(seed), cap, cpu)
                     if key in done:
                         continue
                     report = run_one(args, image, size, seed, settings)
                     row = [image, size, mode, seed, size * size, f"{report['seconds']:.1f}",
                            f"{report['first_event_s']:.2f}", f"{report['max_gap_s']:.2f}", report["steps"],
                            f"{report['peak_rss_mb']:.0f}", decibels(report["psnr"]), decibels(report["noisy_psnr"]),
-                           report["bounded"], args.max_steps, cpu_name(), f"{report['final_s']:.2f}",
+                           report["bounded"], args.max_steps, cpu, f"{report['final_s']:.2f}",
                            report["precision"]]
                     print(*row, flush=True)
                     with args.out.open("a", newline="") as handle:
@@ -216,21 +216,21 @@ def main() -> None:
     groups: dict[tuple, list] = {}
     for r in rows:
         groups.setdefault((r["cpu"], r["image"], int(r["size"]), r["mode"], r["max_steps"]), []).append(r)
-    for (cpu, image, size, mode, cap), mine in sorted(groups.items()):
+    for (machine, image, size, mode, steps_cap), mine in sorted(groups.items()):
         def median(field, rows=mine):
             values = [float(r[field]) for r in rows if r[field] not in ("", None)]
             return statistics.median(values) if values else float("nan")
-        print(f"| {cpu} | {image} | {size} | {mode} | {len(mine)} | {cap} | {median('seconds'):.1f} | "
+        print(f"| {machine} | {image} | {size} | {mode} | {len(mine)} | {steps_cap} | {median('seconds'):.1f} | "
               f"{median('first_event_s'):.2f} | {median('max_gap_s'):.2f} | {median('steps'):.0f} | "
               f"{median('peak_rss_mb'):.0f} | {median('psnr'):.2f} | {median('noisy_psnr'):.2f} |")
     if args.compare:
-        print_gaps(rows, args.compare, args.max_steps, cpu_name())
+        print_gaps(rows, args.compare, cap, cpu)
 
 
 def print_gaps(rows: list[dict], size: int, cap, cpu: str) -> None:
     """The quality bar at one size: each bounded mode's PSNR minus the whole-plane run's on the same image and
     seed (this CPU's rows), the median over seeds per image, then the median and worst over images."""
-    mine = [r for r in rows if int(r["size"]) == size and r["max_steps"] == str(cap) and r["cpu"] == cpu]
+    mine = [r for r in rows if int(r["size"]) == size and (r["max_steps"] or "") == cap and r["cpu"] == cpu]
     whole = {(r["image"], r["seed"]): float(r["psnr"]) for r in mine if r["mode"] == "whole"}
     for mode in sorted({r["mode"] for r in mine} - {"whole"}):
         gaps: dict[str, list[float]] = {}

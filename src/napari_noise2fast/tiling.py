@@ -120,8 +120,7 @@ def filter_in_tiles(function: Callable[[np.ndarray], np.ndarray], image: np.ndar
         output[kept] = function(image[cut])[inner]
 
     with ThreadPoolExecutor(max(1, workers)) as pool:
-        for done in pool.map(one, tiles(image.shape, side, margin)):
-            del done
+        list(pool.map(one, tiles(image.shape, side, margin)))  # raises a tile's error, if any
     return output
 
 
