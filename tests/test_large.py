@@ -13,12 +13,13 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from napari_noise2fast import compare, denoise, iter_denoise, tiling
-from napari_noise2fast.engine import PlaneRun, seeded_module
+from napari_noise2fast import compare, denoise, iter_denoise, preview, tiling
+from napari_noise2fast.engine import PlaneRun, mse_to_psnr, seeded_module
 from napari_noise2fast.methods import calibrated, get_method
 from napari_noise2fast.methods import noise2fast as n2f
 from napari_noise2fast.methods.noise2fast import Noise2Fast, chequerboard_pairs, pair_crops, validation_tiles
 from napari_noise2fast.methods.noise2void import DEPTH, Noise2Void, UNet, pad_to_multiple
+from napari_noise2fast.preview import calibrated_gaussian, invariant_loss
 
 
 def method(shape, seed=0, **params) -> Noise2Fast:
@@ -341,3 +342,40 @@ def test_small_integer_planes_normalise_in_float32_as_in_float64(dtype, data):
     slow = cast(mapping.to_float64(values), np.float32, low, high)
     assert back.dtype == np.float32
     np.testing.assert_allclose(back, slow, rtol=0, atol=2 * float(np.spacing(np.float32(max(abs(low), abs(high))))))
+
+
+def test_in_bounded_mode_the_preview_is_scored_on_the_validation_tiles():
+    # A dark, quiet centre (where a large plane's preview is calibrated) and bright, noisy structure around
+    # it (where the validation tiles go): the preview's loss on the centre is far below the loss the network
+    # is validated with, so compared as they were the preview would stay the result however well the network
+    # did. The engine scores the preview again on the network's tiles.
+    rng = np.random.default_rng(0)
+    mean = np.full((640, 640), 5.0)
+    ring = np.ones((640, 640), bool)
+    ring[64:576, 64:576] = False
+    mean[ring & (np.arange(640)[None, :] // 8 % 2 == 0)] = 200.0  # stripes on the ring
+    image = rng.poisson(mean).astype(np.uint16)
+    run = PlaneRun(image, Noise2Fast, seed=0, device="cpu", max_steps=1, budget=512, crop=16,
+                   validation=4 * 128 * 128, validate_every=1, precision="float32")
+    events = list(run)
+    tiles = run.model.validation_regions()
+    assert tiles == run.model.tiles and len(tiles) == 4
+    _, centre_loss, sigma = calibrated_gaussian(run._normalised)
+    assert events[0].val_psnr == pytest.approx(mse_to_psnr(centre_loss))  # the first event comes before any tile
+    on_tiles = mse_to_psnr(invariant_loss(run._normalised, sigma, tiles))
+    assert run._preview_psnr == pytest.approx(on_tiles)
+    assert on_tiles < mse_to_psnr(centre_loss) - 3  # the mismatch this removes
+    assert events[-1].best_val_psnr == pytest.approx(max(on_tiles, events[-1].val_psnr))
+
+
+def test_the_invariant_loss_on_the_whole_plane_is_the_calibration_loss():
+    from skimage.restoration import calibrate_denoiser
+
+    plane = np.random.default_rng(1).random((96, 80))
+    _, _, sigma = calibrated_gaussian(plane)
+    # the calibration's loss on every pixel (its default estimates it on one mask in sixteen)
+    _, (_, (exact,)) = calibrate_denoiser(plane, preview._smooth, {"sigma": [sigma]}, extra_output=True,
+                                          approximate_loss=False)
+    assert invariant_loss(plane, sigma, [(0, 0, 96, 80)]) == pytest.approx(exact, rel=1e-9)
+    halves = [(0, 0, 48, 80), (48, 0, 96, 80)]  # boxes cut with real surroundings: the same pixels, the same loss
+    assert invariant_loss(plane, sigma, halves) == pytest.approx(exact, rel=0.02)

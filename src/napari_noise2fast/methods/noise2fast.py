@@ -494,6 +494,10 @@ class Noise2Fast(Method):
             return mse, True
         return mse, False
 
+    def validation_regions(self) -> list[tuple[int, int, int, int]] | None:
+        """The fixed validation tiles in bounded mode (the engine scores the preview on them); None on whole planes."""
+        return self.tiles
+
     def carry(self) -> dict[str, dict] | None:
         """For the next plane of a stack (with ``warm_start``): the best-validated weights
         (``"best"``), the training network's weights and Adam's state as they are now."""
