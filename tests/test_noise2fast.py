@@ -182,18 +182,51 @@ def test_weight_average_is_exponential_with_window_centre_of_mass():
     assert method.network.training is True and not any(p.requires_grad for p in method.averaged.parameters())
 
 
-def test_precision_auto_resolves_per_device(monkeypatch):
+def fake_probe(bfloat16: float, contiguous: float = 1.0):
+    """A measure for precision_report: float32 channels-last takes 1 s, bfloat16 ``bfloat16`` times that,
+    contiguous ``contiguous`` times channels-last."""
+    def measure(device, dtype, layout):
+        precision = bfloat16 if dtype == torch.bfloat16 else 1.0
+        return precision * (contiguous if layout == torch.contiguous_format else 1.0)
+    return measure
+
+
+@pytest.mark.parametrize("bfloat16, contiguous, precision, channels_last", [
+    (0.4, 1.0, "bfloat16", True),  # bfloat16 2.5x faster: chosen
+    (0.9, 1.0, "float32", True),  # 1.1x: not enough (1.15x needed)
+    (5.0, 1.0, "float32", True),  # emulated bfloat16, 5x slower
+    (5.0, 0.5, "float32", False),  # contiguous 2x faster than channels-last (AVX2 only, float32)
+    (0.4, 0.95, "bfloat16", True),  # contiguous 1.05x faster: channels-last kept (1.1x needed)
+])
+def test_the_probe_chooses_precision_and_layout_by_the_measured_times(bfloat16, contiguous, precision, channels_last):
     from napari_noise2fast import devices
 
-    noisy = torch.rand(1, 1, 12, 12)
-    monkeypatch.setattr(devices, "_amx_available", lambda: False)
-    method = Noise2Fast(noisy, rng=np.random.default_rng(0), level=1 / 255, preset="reference", precision="auto")
-    assert method.compute_dtype == torch.float32
-    monkeypatch.setattr(devices, "_amx_available", lambda: True)
-    method = Noise2Fast(noisy, rng=np.random.default_rng(0), level=1 / 255, preset="reference", precision="auto",
-                        channels_last=True)
-    assert method.compute_dtype == torch.bfloat16
-    assert method.step() is not None and method.result().dtype == torch.float32
+    report = devices.precision_report("cpu", measure=fake_probe(bfloat16, contiguous))
+    assert report["precision"] == precision and report["channels_last"] is channels_last
+    assert report["seconds"]["bfloat16"]["channels_last"] == bfloat16 and "as fast as" in report["reason"]
+
+
+def test_auto_follows_the_cached_report_and_the_real_probe_runs_once(monkeypatch):
+    from napari_noise2fast import devices
+
+    for choice, dtype, layout in [("bfloat16", torch.bfloat16, torch.channels_last), ("float32", torch.float32,
+                                                                                       torch.contiguous_format)]:
+        monkeypatch.setitem(devices._REPORTS, "cpu", {"precision": choice, "channels_last": choice == "bfloat16"})
+        method = Noise2Fast(torch.rand(1, 1, 12, 12), rng=np.random.default_rng(0), level=1 / 255)
+        assert method.compute_dtype == dtype and method.memory_format == layout
+        assert method.step() is None and method.result().dtype == torch.float32
+    monkeypatch.delitem(devices._REPORTS, "cpu")
+    calls = []
+    real = devices._probe_block
+    monkeypatch.setattr(devices, "_probe_block", lambda *args: calls.append(args) or real(*args))
+    first = devices.precision_report("cpu")
+    assert devices.precision_report("cpu") is first and len(calls) == 4  # two precisions x two layouts, once
+    assert set(first["seconds"]) == {"float32", "bfloat16"} and all(
+        0 < t < 10 for times in first["seconds"].values() for t in times.values())
+    method = Noise2Fast(torch.rand(1, 1, 12, 12), rng=np.random.default_rng(0), level=1 / 255, channels_last=False)
+    assert method.memory_format == torch.contiguous_format  # an explicit layout is kept
+    with pytest.raises(ValueError, match="channels_last"):
+        Noise2Fast(torch.rand(1, 1, 12, 12), rng=np.random.default_rng(0), level=1 / 255, channels_last="yes")
 
 
 def test_reference_preset_settings_are_the_published_ones():
@@ -202,7 +235,7 @@ def test_reference_preset_settings_are_the_published_ones():
         "patience": 100, "window": 105, "learning_rate": 1e-3, "restart_learning_rate": 5e-6, "width": 64,
         "validate_every": 1, "average": "outputs", "precision": "float32", "channels_last": False,
         "warm_start": False, "warm_patience": 100, "budget": None, "crop": 128, "context": False,
-        "sampling": "tiles", "validation": 262144,
+        "sampling": "tiles", "validation": 262144, "augment": False,
     }
     assert method.compute_dtype == torch.float32 and method.averaged is None
 
@@ -211,9 +244,9 @@ def test_fast_preset_settings_are_the_documented_ones():
     method = Noise2Fast(torch.rand(1, 1, 12, 12), rng=np.random.default_rng(0), level=1 / 255)
     assert method.settings == {
         "patience": 50, "window": 105, "learning_rate": 1e-3, "restart_learning_rate": 5e-6, "width": 64,
-        "validate_every": 10, "average": "weights", "precision": "auto", "channels_last": True,
+        "validate_every": 10, "average": "weights", "precision": "auto", "channels_last": "auto",
         "warm_start": True, "warm_patience": 20, "budget": 131072, "crop": 128, "context": False,
-        "sampling": "tiles", "validation": 262144,
+        "sampling": "tiles", "validation": 262144, "augment": False,
     }
     assert method.patience == 50 and method.carry() is None
 
@@ -275,3 +308,35 @@ def test_stack_planes_after_the_first_are_warm_started_and_stop_on_warm_patience
     result = job.result()
     for plane, expected_clean in zip(result, (clean, clean[::-1]), strict=True):
         assert psnr(expected_clean, plane) > psnr(expected_clean, noisy) + 5.0
+
+
+def test_dihedral_transforms_are_the_eight_and_their_inverses_undo_them():
+    from napari_noise2fast.methods.noise2fast import dihedral
+
+    image = torch.arange(12.0).reshape(1, 1, 3, 4)
+    seen = {tuple(dihedral(image, k).flatten().tolist()) + tuple(dihedral(image, k).shape) for k in range(8)}
+    assert len(seen) == 8
+    for k in range(8):
+        torch.testing.assert_close(dihedral(dihedral(image, k), k, inverse=True), image, rtol=0, atol=0)
+
+
+def test_augmented_result_is_the_mean_of_the_eight_transformed_predictions(monkeypatch):
+    from napari_noise2fast import tiling
+    from napari_noise2fast.methods.noise2fast import dihedral
+
+    noisy = torch.rand(1, 1, 30, 22, generator=torch.Generator().manual_seed(4))
+    model = Noise2Fast(noisy, rng=np.random.default_rng(0), level=1 / 255, precision="float32", augment=True,
+                       validate_every=2)
+    for _ in range(4):
+        model.step()
+    network = model._best_network()
+    with torch.inference_mode():
+        expected = torch.stack([dihedral(torch.sigmoid(network(dihedral(noisy, k)))[0, 0], k, inverse=True)
+                                for k in range(8)]).mean(0)
+    torch.testing.assert_close(model.result(), expected, rtol=0, atol=1e-6)
+    assert not torch.allclose(model.result(), model.preview())  # not the plain prediction
+    monkeypatch.setattr(tiling, "TILE_OVERRIDE", 8)  # in tiles, the same to float32 rounding
+    model._cached = None
+    torch.testing.assert_close(model.result(), expected, rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="augment"):
+        Noise2Fast(noisy, rng=np.random.default_rng(0), level=1 / 255, preset="reference", augment=True)

@@ -15,7 +15,7 @@ PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
 def compute_dtype(device: torch.device, precision: str) -> torch.dtype:
-    """``"auto"``: bfloat16 where the hardware runs it fast (see :func:`fast_dtype`), else float32."""
+    """``"auto"``: bfloat16 where a timed probe measures it faster (see :func:`fast_dtype`), else float32."""
     if precision == "auto":
         return fast_dtype(device)
     if precision not in PRECISIONS:

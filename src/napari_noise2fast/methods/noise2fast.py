@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from napari_noise2fast.checks import check_settings
+from napari_noise2fast.devices import fast_layout
 from napari_noise2fast.engine import Method, downsample, seeded_module
 from napari_noise2fast.methods._torch import PRECISIONS, autocast, compute_dtype
 from napari_noise2fast.tiling import predict_in_tiles, tiles, with_margin
@@ -51,15 +52,16 @@ REFERENCE = {
     "context": False,
     "sampling": "tiles",
     "validation": VALIDATION,
+    "augment": False,
 }
 PRESETS: dict[str, dict] = {
     "reference": REFERENCE,
     # See benchmarks/RESULTS.md (ablation): same network and pairs, validated every 10 steps on an
-    # averaged copy of the weights, bfloat16 where the hardware runs it fast, channels-last, shorter
+    # averaged copy of the weights, the precision and layout measured fastest (devices.precision_report), shorter
     # patience; the planes of a stack after the first go on from the one before; bounded steps on
     # large planes.
     "fast": {**REFERENCE, "patience": 50, "validate_every": 10, "average": "weights", "precision": "auto",
-             "channels_last": True, "warm_start": True, "warm_patience": 20, "budget": BUDGET},
+             "channels_last": "auto", "warm_start": True, "warm_patience": 20, "budget": BUDGET},
 }
 AVERAGES = ("outputs", "weights")
 SAMPLINGS = ("tiles", "random")
@@ -182,6 +184,17 @@ def validation_tiles(plane: torch.Tensor, pixels: int, tile: int = VALIDATION_TI
     return tiles
 
 
+def dihedral(image: torch.Tensor, k: int, inverse: bool = False) -> torch.Tensor:
+    """The k-th (0-7) of the eight flips and rotations of ``image`` over its last two axes (a quarter turn
+    ``k % 4`` times, then a transpose for k >= 4), or with ``inverse`` the transform that undoes it."""
+    turns, transpose = k % 4, k >= 4
+    if inverse:
+        image = image.transpose(-2, -1) if transpose else image
+        return torch.rot90(image, -turns, dims=(-2, -1))
+    image = torch.rot90(image, turns, dims=(-2, -1))
+    return image.transpose(-2, -1) if transpose else image
+
+
 def noise2fast_network(width: int = 64) -> nn.Sequential:
     """Four blocks of two 3x3 convolutions with ReLU, then a 1x1 convolution (logits)."""
     layers: list[nn.Module] = []
@@ -200,7 +213,7 @@ class Noise2Fast(Method):
     ----------
     preset : str
         ``"fast"`` (the default: averaged weights validated every 10 steps,
-        patience 50, bfloat16 where the hardware runs it fast, channels-last,
+        patience 50, the precision and layout measured fastest,
         bounded steps on large planes) or ``"reference"`` (the published code's
         settings, whole planes at any size). Other arguments override it.
     patience : int
@@ -222,11 +235,12 @@ class Noise2Fast(Method):
         then centre of mass ``window`` steps) is validated, and the result is
         its best-validated output.
     precision : str
-        ``"float32"``, ``"bfloat16"``, or ``"auto"`` (bfloat16 on CUDA GPUs and
-        CPUs where it measures faster, float32 elsewhere); weights, loss and
-        outputs stay float32.
-    channels_last : bool
-        Use the channels-last memory layout (faster convolutions on CPUs).
+        ``"float32"``, ``"bfloat16"``, or ``"auto"`` (bfloat16 where a timed probe
+        measures it faster, see :func:`napari_noise2fast.devices.precision_report`);
+        weights, loss and outputs stay float32.
+    channels_last : bool or str
+        Use the channels-last memory layout; ``"auto"`` (the ``fast`` preset): as measured fastest by
+        :func:`napari_noise2fast.devices.precision_report`.
     warm_start : bool
         On every plane of a stack after the first, go on from where the previous
         plane stopped: its training weights and Adam's state carry over, and
@@ -259,6 +273,10 @@ class Noise2Fast(Method):
         steps: 26.31 against 28.22 dB with 64x64 crops; benchmarks/RESULTS.md, "Large planes").
     validation : int
         Pixels of the validation subset in bounded mode.
+    augment : bool
+        Test-time augmentation: the result is the mean of the best network's outputs on the eight flips
+        and rotations of the plane (each undone), predicted in tiles, instead of its output on the plane
+        alone. Validation and the events' previews stay unaugmented. Needs ``average="weights"``.
 
     Whatever the plane's size, the best-so-far state is kept as weights (about
     1 MB), the whole plane is predicted in tiles (:mod:`napari_noise2fast.tiling`),
@@ -280,12 +298,17 @@ class Noise2Fast(Method):
                 f"unknown Noise2Fast parameter(s) {sorted(unknown)}; "
                 f"known: {sorted(PRESETS[preset])}"
             )
-        check_settings("Noise2Fast", overrides, PRESETS[preset])
+        layout = overrides.get("channels_last")
+        if layout is not None and layout != "auto" and type(layout).__name__ not in ("bool", "bool_"):
+            raise ValueError(f"Noise2Fast parameter 'channels_last' must be True, False or 'auto', got {layout!r}")
+        check_settings("Noise2Fast", {k: v for k, v in overrides.items() if k != "channels_last"}, PRESETS[preset])
         settings = {**PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}}
         if (settings["patience"] < 0 or settings["warm_patience"] < 0 or settings["window"] < 1
                 or settings["learning_rate"] <= 0 or settings["validate_every"] < 1
                 or settings["average"] not in AVERAGES or settings["precision"] not in {"auto", *PRECISIONS}):
             raise ValueError(f"invalid Noise2Fast settings: {settings}")
+        if settings["augment"] and settings["average"] != "weights":
+            raise ValueError("Noise2Fast: augment needs average='weights' (the result is one network's output)")
         if settings["sampling"] not in SAMPLINGS:
             raise ValueError(f"Noise2Fast: sampling must be one of {SAMPLINGS}, got {settings['sampling']!r}")
         if settings["crop"] < 2 or settings["crop"] % 2 or settings["validation"] < 1 \
@@ -301,7 +324,10 @@ class Noise2Fast(Method):
         self.settings = settings = self.check_params(**params)
         precision = settings["precision"]
         self.compute_dtype = compute_dtype(noisy.device, precision)
-        self.memory_format = torch.channels_last if settings["channels_last"] else torch.contiguous_format
+        if settings["channels_last"] == "auto":
+            self.memory_format = fast_layout(noisy.device)
+        else:
+            self.memory_format = torch.channels_last if settings["channels_last"] else torch.contiguous_format
         self.noisy = noisy.contiguous(memory_format=self.memory_format)
         plane = tuple(noisy.shape[-2:])
         budget = settings["budget"]
@@ -570,7 +596,20 @@ class Noise2Fast(Method):
             self._best = (key, self._with_weights(self.best_state))
         return self._best[1]
 
+    def augmented(self, network: nn.Module) -> torch.Tensor:
+        """The mean of ``network``'s outputs on the eight flips and rotations of the plane, each undone."""
+        total = torch.zeros(self.noisy.shape[-2:], dtype=torch.float32, device=self.noisy.device)
+        with torch.inference_mode(), self._autocast():
+            for k in range(8):
+                logits = predict_in_tiles(self._forward(network), dihedral(self.noisy, k), RECEPTIVE_RADIUS,
+                                          bytes_per_pixel=16 * self.settings["width"])
+                total += dihedral(torch.sigmoid(logits), k, inverse=True)
+        return total / 8
+
     def result(self) -> torch.Tensor:
+        if self.settings["augment"] and self.best_state is not None:
+            return self._predicted(("augmented", self.restarted, self.best_mse),
+                                   lambda: self.augmented(self._best_network()))
         if self.averaged is not None or len(self.outputs) < self.outputs.maxlen:
             return self.preview()
         if self.keeps_outputs:
