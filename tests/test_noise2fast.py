@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -235,7 +237,7 @@ def test_reference_preset_settings_are_the_published_ones():
         "patience": 100, "window": 105, "learning_rate": 1e-3, "restart_learning_rate": 5e-6, "width": 64,
         "validate_every": 1, "average": "outputs", "precision": "float32", "channels_last": False,
         "warm_start": False, "warm_patience": 100, "budget": None, "crop": 128, "context": False,
-        "sampling": "tiles", "validation": 262144, "augment": False,
+        "sampling": "tiles", "validation": 262144, "augment": False, "min_gain": 0.0,
     }
     assert method.compute_dtype == torch.float32 and method.averaged is None
 
@@ -246,7 +248,7 @@ def test_fast_preset_settings_are_the_documented_ones():
         "patience": 50, "window": 105, "learning_rate": 1e-3, "restart_learning_rate": 5e-6, "width": 64,
         "validate_every": 10, "average": "weights", "precision": "auto", "channels_last": "auto",
         "warm_start": True, "warm_patience": 20, "budget": 131072, "crop": 128, "context": False,
-        "sampling": "tiles", "validation": 262144, "augment": False,
+        "sampling": "tiles", "validation": 262144, "augment": False, "min_gain": 0.0,
     }
     assert method.patience == 50 and method.carry() is None
 
@@ -340,3 +342,30 @@ def test_augmented_result_is_the_mean_of_the_eight_transformed_predictions(monke
     torch.testing.assert_close(model.result(), expected, rtol=0, atol=1e-5)
     with pytest.raises(ValueError, match="augment"):
         Noise2Fast(noisy, rng=np.random.default_rng(0), level=1 / 255, preset="reference", augment=True)
+
+
+@pytest.mark.parametrize("gain_per_validation, min_gain, ends", [
+    (0.001, 0.02, True),  # a curve creeping up by thousandths of a dB ends with a minimum gain
+    (0.001, 0.0, False),  # and never without one (the old rule)
+    (0.1, 0.02, False),  # a rising curve goes on
+])
+def test_min_gain_ends_flat_curves_and_not_rising_ones(gain_per_validation, min_gain, ends):
+    noisy = torch.rand(1, 1, 16, 16, generator=torch.Generator().manual_seed(2))
+    model = Noise2Fast(noisy, rng=np.random.default_rng(0), level=1 / 255, precision="float32", patience=50,
+                       min_gain=min_gain)
+    validations = []
+
+    def predict(network):  # an output whose validation PSNR is 20 dB + the schedule's gain
+        validations.append(None)
+        psnr = 20 + gain_per_validation * len(validations)
+        return noisy[0, 0] + math.sqrt(10 ** (-psnr / 10))
+
+    model.predict = predict
+    for _ in range(300):
+        model.step()
+        if model.stop_reason is not None:
+            break
+    assert (model.stop_reason == "patience") is ends
+    if ends:
+        assert model.steps == 70  # the first validation counted, then six without a 0.02 dB gain (60 > 50)
+        assert model.best_mse == pytest.approx(10 ** (-(20 + 0.001 * 7) / 10))  # the best weights kept anyway

@@ -53,6 +53,7 @@ REFERENCE = {
     "sampling": "tiles",
     "validation": VALIDATION,
     "augment": False,
+    "min_gain": 0.0,
 }
 PRESETS: dict[str, dict] = {
     "reference": REFERENCE,
@@ -218,6 +219,10 @@ class Noise2Fast(Method):
         settings, whole planes at any size). Other arguments override it.
     patience : int
         Stop after ``patience + 1`` steps in a row without a better validation score.
+    min_gain : float
+        The validation PSNR gain (dB) that counts for ``patience``: a validation better than the best by
+        less keeps the better weights but does not reset the count, so a curve creeping up by hundredths
+        of a dB ends. 0: every gain counts (the reference).
     window : int
         The result is the mean of the last ``window`` validation outputs; a run
         cancelled before that many steps returns its best single output.
@@ -304,6 +309,7 @@ class Noise2Fast(Method):
         check_settings("Noise2Fast", {k: v for k, v in overrides.items() if k != "channels_last"}, PRESETS[preset])
         settings = {**PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}}
         if (settings["patience"] < 0 or settings["warm_patience"] < 0 or settings["window"] < 1
+                or settings["min_gain"] < 0
                 or settings["learning_rate"] <= 0 or settings["validate_every"] < 1
                 or settings["average"] not in AVERAGES or settings["precision"] not in {"auto", *PRECISIONS}):
             raise ValueError(f"invalid Noise2Fast settings: {settings}")
@@ -374,6 +380,7 @@ class Noise2Fast(Method):
         # the last `window` validations: outputs (H, W), or weight snapshots where those would not fit
         self.outputs: deque = deque(maxlen=self.settings["window"])
         self.best_mse = float("inf")
+        self.counted_psnr = -math.inf  # the validation PSNR that last reset patience (see min_gain)
         self.best_output = None if self.bounded else self.noisy[0, 0]
         self.best_state = None
         self.since_best = 0
@@ -502,7 +509,8 @@ class Noise2Fast(Method):
         """Validate the current (averaged) network on the whole plane, or the fixed subset in bounded mode;
         keep its weights (and, on a whole plane, its output) if best.
 
-        Returns the validation MSE and whether it was the best so far."""
+        Returns the validation MSE and whether it counts for patience: the best so far, by at least
+        ``min_gain`` dB over the one that last counted."""
         validator = self.network if self.averaged is None else self.averaged
         output = None
         if self.bounded:
@@ -513,11 +521,14 @@ class Noise2Fast(Method):
         if self.averaged is None:
             self.outputs.append(output if self.keeps_outputs else self._snapshot(validator))
         if mse < self.best_mse:
-            self.best_mse, self.since_best = mse, 0
+            self.best_mse = mse
             self.best_state = self._snapshot(validator)
             if output is not None:
                 self.best_output = output
-            return mse, True
+            psnr = -10.0 * math.log10(mse) if mse > 0 else math.inf
+            if psnr >= self.counted_psnr + self.settings["min_gain"]:
+                self.counted_psnr, self.since_best = psnr, 0
+                return mse, True
         return mse, False
 
     def validation_regions(self) -> list[tuple[int, int, int, int]] | None:
