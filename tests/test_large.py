@@ -323,7 +323,18 @@ def test_the_preview_filters_large_planes_in_tiles_exactly(monkeypatch):
     plane = np.random.default_rng(5).random((150, 131), dtype=np.float32)
     output, _, sigma = preview.calibrated_gaussian(plane)
     assert output.dtype == np.float32
-    np.testing.assert_array_equal(output, ndimage.gaussian_filter(plane, sigma, mode="reflect"))
+    np.testing.assert_allclose(output, ndimage.gaussian_filter(plane, sigma, mode="reflect"), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("sigma", preview.SIGMAS)
+@pytest.mark.parametrize("shape", [(1, 1), (5, 7), (40, 3), (33, 64)])
+def test_the_separable_gaussian_is_scipys_to_float32_rounding(sigma, shape):
+    from scipy import ndimage
+
+    image = np.random.default_rng(shape[0]).random(shape, dtype=np.float32)  # kernels wider than the image too
+    output = preview.separable_gaussian(image, sigma)
+    assert output.dtype == np.float32 and output.shape == shape
+    np.testing.assert_allclose(output, ndimage.gaussian_filter(image, sigma, mode="reflect"), rtol=0, atol=1e-6)
 
 
 @given(dtype=st.sampled_from([np.uint8, np.uint16, np.int8, np.int16]), data=st.data())
@@ -365,6 +376,9 @@ def test_in_bounded_mode_the_preview_is_scored_on_the_validation_tiles():
     assert events[0].val_psnr == pytest.approx(mse_to_psnr(centre_loss))  # the first event comes before any tile
     on_tiles = mse_to_psnr(invariant_loss(run._normalised, sigma, tiles))
     assert run._preview_psnr == pytest.approx(on_tiles)
+    second = events[1]  # the preview scored on the tiles, an event of its own before the first step
+    assert (second.step, second.stage, second.output) == (0, "preview", None)
+    assert second.val_psnr == pytest.approx(on_tiles) and events[2].step == 1
     assert on_tiles < mse_to_psnr(centre_loss) - 3  # the mismatch this removes
     assert events[-1].best_val_psnr == pytest.approx(max(on_tiles, events[-1].val_psnr))
 

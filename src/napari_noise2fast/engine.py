@@ -73,6 +73,10 @@ class Event:
         The downsampling factor of ``view`` (1: full size).
     done : bool
         True on the last event of the plane.
+
+    A method that validates on regions of the plane (:meth:`Method.validation_regions`: Noise2Fast in
+    bounded mode) gets a second step-0 event with the preview's validation PSNR on those regions (what
+    the method's validation PSNRs compare with), after its model is built and before its first step.
     stop_reason : str or None
         Why the plane stopped (``"patience"``, ``"max_steps"``, ``"cancelled"``,
         ``"constant"``; ``"budget"`` for a method's own step budget,
@@ -314,6 +318,9 @@ class PlaneRun:
             regions = self.model.validation_regions()
             if self._preview is not None and regions is not None:
                 self._preview_psnr = mse_to_psnr(invariant_loss(self._normalised, sigma, regions))
+                # the preview's score where the method validates: an event of its own, since building the
+                # model of a large plane (choosing its regions) takes as long as a step or two
+                yield self._event(self._preview_psnr, with_output=False)
             if self.model.initial_mse is not None:
                 self.best_val_psnr = max(self.best_val_psnr, mse_to_psnr(self.model.initial_mse))
             while True:

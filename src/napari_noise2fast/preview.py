@@ -11,9 +11,10 @@ with, so the two stages' validation PSNRs can be compared.
 
 On planes larger than ``CALIBRATION_SIDE`` squared the sigma is calibrated on the
 plane's centre (``CALIBRATION_SIDE`` x ``CALIBRATION_SIDE``) and the whole plane
-is then filtered once in float32, in tiles spread over as many threads as torch
-uses (the same output as one whole-plane filtering), so that the first output of
-a 8192x8192 plane costs one filtering, not ten on float64 copies.
+is then filtered once in float32 (:func:`separable_gaussian`: SciPy's filter to
+float32 rounding, faster), in tiles spread over as many threads as torch uses (the
+same output as one whole-plane filtering), so that the first output of a 8192x8192
+plane costs one filtering, not ten on float64 copies.
 
 A method that validates on a subset of the plane (bounded Noise2Fast: tiles on structure) has the
 preview scored again on that subset (:func:`invariant_loss`): a loss on the centre would not compare
@@ -24,7 +25,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from scipy import ndimage
 from skimage.filters import gaussian
 from skimage.restoration import calibrate_denoiser, denoise_invariant
 
@@ -32,7 +32,9 @@ from napari_noise2fast.tiling import central_crop, filter_in_tiles, with_margin
 
 SIGMAS = (0.5, 0.7, 0.85, 1.0, 1.2, 1.4, 1.7, 2.0, 2.5, 3.0)
 CALIBRATION_SIDE = 512
-FILTER_TILE = 1024  # large planes are filtered in tiles of this side, in as many threads as torch uses
+# large planes are filtered in tiles of this side (in cache: 256 measured 1.3-2x as fast as 128 or 1024 on
+# 8192x8192, one thread), in as many threads as torch uses
+FILTER_TILE = 256
 TRUNCATE = 4.0  # SciPy's default: the kernel reaches int(TRUNCATE * sigma + 0.5) pixels
 
 
@@ -66,14 +68,30 @@ def calibrated_gaussian(plane: np.ndarray) -> tuple[np.ndarray, float, float]:
     best = int(np.argmin(losses))
     sigma = float(tested[best]["sigma"])
     if large:
-        def smooth(tile: np.ndarray) -> np.ndarray:
-            return ndimage.gaussian_filter(tile, sigma, mode="reflect", truncate=TRUNCATE)
-
-        output = filter_in_tiles(smooth, np.asarray(plane, dtype=np.float32), int(TRUNCATE * sigma + 0.5),
-                                 FILTER_TILE, workers=torch.get_num_threads())
+        output = filter_in_tiles(lambda tile: separable_gaussian(tile, sigma), np.asarray(plane, dtype=np.float32),
+                                 int(TRUNCATE * sigma + 0.5), FILTER_TILE, workers=torch.get_num_threads())
     else:
         output = denoiser(image).astype(np.float32)
     return output, float(losses[best]), sigma
+
+
+def separable_gaussian(image: np.ndarray, sigma: float) -> np.ndarray:
+    """SciPy's ``gaussian_filter(image, sigma, mode="reflect", truncate=TRUNCATE)`` of a float32 2D image, in
+    float32 (to about 1e-7 of a unit range): the same kernel applied along each axis as shifted slices added
+    in place, about 2.5x as fast as SciPy's line-by-line filter on a 1024x1024 tile."""
+    radius = int(TRUNCATE * sigma + 0.5)
+    offsets = np.arange(-radius, radius + 1)
+    weights = np.exp(-0.5 * (offsets / sigma) ** 2)
+    weights /= weights.sum()
+    height, width = image.shape
+    padded = torch.from_numpy(np.pad(np.asarray(image, dtype=np.float32), radius, mode="symmetric"))  # "reflect"
+    rows = torch.zeros((height + 2 * radius, width))
+    for shift, weight in enumerate(weights.tolist()):
+        rows.add_(padded[:, shift:shift + width], alpha=weight)
+    output = torch.zeros((height, width))
+    for shift, weight in enumerate(weights.tolist()):
+        output.add_(rows[shift:shift + height], alpha=weight)
+    return output.numpy()
 
 
 def invariant_loss(plane: np.ndarray, sigma: float, regions) -> float:

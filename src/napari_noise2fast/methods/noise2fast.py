@@ -164,22 +164,25 @@ def validation_tiles(plane: torch.Tensor, pixels: int, tile: int = VALIDATION_TI
     integral = F.pad(smooth.cumsum(0).cumsum(1), (1, 0, 1, 0))
     squares = F.pad((smooth**2).cumsum(0).cumsum(1), (1, 0, 1, 0))
 
-    def variance(top: int, left: int) -> float:
-        y0, x0 = top // factor, left // factor
-        y1, x1 = max(y0 + 1, (top + tile_h) // factor), max(x0 + 1, (left + tile_w) // factor)
+    def variances(tops: torch.Tensor, lefts: torch.Tensor) -> torch.Tensor:
+        """The smoothed plane's variance in the tile at every corner (tops x lefts), from the integral images."""
+        y0, x0 = (tops // factor)[:, None], (lefts // factor)[None, :]
+        y1 = torch.maximum(y0 + 1, ((tops + tile_h) // factor)[:, None])
+        x1 = torch.maximum(x0 + 1, ((lefts + tile_w) // factor)[None, :])
         area = (y1 - y0) * (x1 - x0)
         total = integral[y1, x1] - integral[y0, x1] - integral[y1, x0] + integral[y0, x0]
         square = squares[y1, x1] - squares[y0, x1] - squares[y1, x0] + squares[y0, x0]
-        return float(square / area - (total / area) ** 2)
+        return square / area - (total / area) ** 2
 
     tiles = []
     for row in range(rows):
         y_lo, y_hi = row * height // rows, (row + 1) * height // rows
         for col in range(cols):
             x_lo, x_hi = col * width // cols, (col + 1) * width // cols
-            tops = range(y_lo, max(y_lo, min(y_hi, height) - tile_h) + 1, max(1, tile_h // 4))
-            lefts = range(x_lo, max(x_lo, min(x_hi, width) - tile_w) + 1, max(1, tile_w // 4))
-            top, left = max(((t, s) for t in tops for s in lefts), key=lambda corner: variance(*corner))
+            tops = torch.arange(y_lo, max(y_lo, min(y_hi, height) - tile_h) + 1, max(1, tile_h // 4))
+            lefts = torch.arange(x_lo, max(x_lo, min(x_hi, width) - tile_w) + 1, max(1, tile_w // 4))
+            best = int(torch.argmax(variances(tops, lefts)))  # the first of equals, in raster order
+            top, left = int(tops[best // len(lefts)]), int(lefts[best % len(lefts)])
             top, left = min(top, height - tile_h), min(left, width - tile_w)
             tiles.append((top, left, top + tile_h, left + tile_w))
     return tiles
