@@ -24,9 +24,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from large import cpu_name, make_plane  # noqa: E402
-from run_benchmark import DEFAULT_DATA  # noqa: E402
-
 from napari_noise2fast import iter_denoise  # noqa: E402
+from run_benchmark import DEFAULT_DATA  # noqa: E402
 
 
 def probe(size: int, steps: int, view_every: int, data: Path) -> dict:
