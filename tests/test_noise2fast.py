@@ -237,7 +237,7 @@ def test_reference_preset_settings_are_the_published_ones():
         "patience": 100, "window": 105, "learning_rate": 1e-3, "restart_learning_rate": 5e-6, "width": 64,
         "validate_every": 1, "average": "outputs", "precision": "float32", "channels_last": False,
         "warm_start": False, "warm_patience": 100, "budget": None, "crop": 128, "context": False,
-        "sampling": "tiles", "validation": 262144, "augment": False, "min_gain": 0.0,
+        "sampling": "tiles", "validation": 262144, "augment": False, "min_gain": 0.0, "min_relative_gain": 0.0,
     }
     assert method.compute_dtype == torch.float32 and method.averaged is None
 
@@ -248,7 +248,7 @@ def test_fast_preset_settings_are_the_documented_ones():
         "patience": 50, "window": 105, "learning_rate": 1e-3, "restart_learning_rate": 5e-6, "width": 64,
         "validate_every": 10, "average": "weights", "precision": "auto", "channels_last": "auto",
         "warm_start": True, "warm_patience": 20, "budget": 131072, "crop": 128, "context": False,
-        "sampling": "tiles", "validation": 262144, "augment": False, "min_gain": 0.0,
+        "sampling": "tiles", "validation": 262144, "augment": False, "min_gain": 0.0, "min_relative_gain": 0.0,
     }
     assert method.patience == 50 and method.carry() is None
 
@@ -369,3 +369,32 @@ def test_min_gain_ends_flat_curves_and_not_rising_ones(gain_per_validation, min_
     if ends:
         assert model.steps == 70  # the first validation counted, then six without a 0.02 dB gain (60 > 50)
         assert model.best_mse == pytest.approx(10 ** (-(20 + 0.001 * 7) / 10))  # the best weights kept anyway
+
+
+@pytest.mark.parametrize("gain_per_validation, relative, ends", [
+    (0.001, 0.005, True),  # after a 5 dB rise, 0.001 dB a validation is under 0.5 % of the gain so far: ends
+    (0.001, 0.0, False),  # never without the rule
+    (0.1, 0.005, False),  # 0.1 dB a validation is far over 0.5 % of the gain so far (5 to 8 dB): goes on
+])
+def test_min_relative_gain_scales_with_the_gain_so_far(gain_per_validation, relative, ends):
+    noisy = torch.rand(1, 1, 16, 16, generator=torch.Generator().manual_seed(2))
+    model = Noise2Fast(noisy, rng=np.random.default_rng(0), level=1 / 255, precision="float32", patience=50,
+                       min_relative_gain=relative)
+    validations = []
+
+    def predict(network):  # 20 dB, a 5 dB rise at the second validation, then the schedule's gain
+        validations.append(None)
+        count = len(validations)
+        psnr = 20 + (5 if count >= 2 else 0) + gain_per_validation * count
+        return noisy[0, 0] + math.sqrt(10 ** (-psnr / 10))
+
+    model.predict = predict
+    for _ in range(300):
+        model.step()
+        if model.stop_reason is not None:
+            break
+    assert (model.stop_reason == "patience") is ends
+    if ends:
+        assert model.steps == 80  # two validations counted (the first, the rise), then six without 0.025 dB
+    with pytest.raises(ValueError, match="invalid Noise2Fast settings"):
+        Noise2Fast(noisy, rng=np.random.default_rng(0), level=1 / 255, min_relative_gain=-0.1)

@@ -54,6 +54,7 @@ REFERENCE = {
     "validation": VALIDATION,
     "augment": False,
     "min_gain": 0.0,
+    "min_relative_gain": 0.0,
 }
 PRESETS: dict[str, dict] = {
     "reference": REFERENCE,
@@ -226,6 +227,9 @@ class Noise2Fast(Method):
         The validation PSNR gain (dB) that counts for ``patience``: a validation better than the best by
         less keeps the better weights but does not reset the count, so a curve creeping up by hundredths
         of a dB ends. 0: every gain counts (the reference).
+    min_relative_gain : float
+        As ``min_gain``, as a fraction of the gain so far (the PSNR that last counted minus the first
+        validation's since the start or restart); the larger of the two counts. 0: off.
     window : int
         The result is the mean of the last ``window`` validation outputs; a run
         cancelled before that many steps returns its best single output.
@@ -312,7 +316,7 @@ class Noise2Fast(Method):
         check_settings("Noise2Fast", {k: v for k, v in overrides.items() if k != "channels_last"}, PRESETS[preset])
         settings = {**PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}}
         if (settings["patience"] < 0 or settings["warm_patience"] < 0 or settings["window"] < 1
-                or settings["min_gain"] < 0
+                or settings["min_gain"] < 0 or settings["min_relative_gain"] < 0
                 or settings["learning_rate"] <= 0 or settings["validate_every"] < 1
                 or settings["average"] not in AVERAGES or settings["precision"] not in {"auto", *PRECISIONS}):
             raise ValueError(f"invalid Noise2Fast settings: {settings}")
@@ -384,6 +388,7 @@ class Noise2Fast(Method):
         self.outputs: deque = deque(maxlen=self.settings["window"])
         self.best_mse = float("inf")
         self.counted_psnr = -math.inf  # the validation PSNR that last reset patience (see min_gain)
+        self.first_psnr: float | None = None  # the first validation's PSNR since the (re)start
         self.best_output = None if self.bounded else self.noisy[0, 0]
         self.best_state = None
         self.since_best = 0
@@ -513,7 +518,7 @@ class Noise2Fast(Method):
         keep its weights (and, on a whole plane, its output) if best.
 
         Returns the validation MSE and whether it counts for patience: the best so far, by at least
-        ``min_gain`` dB over the one that last counted."""
+        ``min_gain`` dB (or ``min_relative_gain`` times the gain so far) over the one that last counted."""
         validator = self.network if self.averaged is None else self.averaged
         output = None
         if self.bounded:
@@ -529,7 +534,12 @@ class Noise2Fast(Method):
             if output is not None:
                 self.best_output = output
             psnr = -10.0 * math.log10(mse) if mse > 0 else math.inf
-            if psnr >= self.counted_psnr + self.settings["min_gain"]:
+            if self.first_psnr is None:
+                self.first_psnr = psnr
+            gained = self.counted_psnr - self.first_psnr  # -inf before the first count
+            gained = gained if math.isfinite(gained) and gained > 0 else 0.0
+            need = max(self.settings["min_gain"], self.settings["min_relative_gain"] * gained)
+            if psnr >= self.counted_psnr + need:
                 self.counted_psnr, self.since_best = psnr, 0
                 return mse, True
         return mse, False
