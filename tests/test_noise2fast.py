@@ -238,6 +238,7 @@ def test_reference_preset_settings_are_the_published_ones():
         "validate_every": 1, "average": "outputs", "precision": "float32", "channels_last": False,
         "warm_start": False, "warm_patience": 100, "budget": None, "crop": 128, "context": False,
         "sampling": "tiles", "validation": 262144, "augment": False, "min_gain": 0.0, "min_relative_gain": 0.0,
+        "start_patience": None,
     }
     assert method.compute_dtype == torch.float32 and method.averaged is None
 
@@ -249,6 +250,7 @@ def test_fast_preset_settings_are_the_documented_ones():
         "validate_every": 10, "average": "weights", "precision": "auto", "channels_last": "auto",
         "warm_start": True, "warm_patience": 20, "budget": 131072, "crop": 128, "context": False,
         "sampling": "tiles", "validation": 262144, "augment": False, "min_gain": 0.0, "min_relative_gain": 0.0,
+        "start_patience": 200,
     }
     assert method.patience == 50 and method.carry() is None
 
@@ -398,3 +400,42 @@ def test_min_relative_gain_scales_with_the_gain_so_far(gain_per_validation, rela
         assert model.steps == 80  # two validations counted (the first, the rise), then six without 0.025 dB
     with pytest.raises(ValueError, match="invalid Noise2Fast settings"):
         Noise2Fast(noisy, rng=np.random.default_rng(0), level=1 / 255, min_relative_gain=-0.1)
+
+
+@pytest.mark.parametrize("start_patience, stop", [(0, 70), (200, 220)])  # 0: no longer than patience
+def test_start_patience_waits_for_a_network_that_has_not_beaten_its_first_validation(start_patience, stop):
+    # The trace seen on a 1024x1024 mosaic of Set12 11 (bounded): the first validation (about a flat image)
+    # is the best for a while, then the network learns. Patience 50 alone ends it before that.
+    noisy = torch.rand(1, 1, 16, 16, generator=torch.Generator().manual_seed(2))
+    model = Noise2Fast(noisy, rng=np.random.default_rng(0), level=1 / 255, precision="float32", patience=50,
+                       start_patience=start_patience)
+    validations = []
+
+    def predict(network):  # 16.6 dB, then 16.1 dB: never better than the first
+        validations.append(None)
+        psnr = 16.6 if len(validations) == 1 else 16.1
+        return noisy[0, 0] + math.sqrt(10 ** (-psnr / 10))
+
+    model.predict = predict
+    for _ in range(400):
+        model.step()
+        if model.stop_reason is not None:
+            break
+    assert model.stop_reason == "patience" and model.steps == stop
+
+
+def test_start_patience_gives_way_to_patience_once_the_first_validation_is_beaten():
+    noisy = torch.rand(1, 1, 16, 16, generator=torch.Generator().manual_seed(2))
+    model = Noise2Fast(noisy, rng=np.random.default_rng(0), level=1 / 255, precision="float32", patience=50,
+                       start_patience=200)
+    schedule = [16.6, 16.1, 16.7] + [16.0] * 40  # beaten at the third validation, then flat
+    validations = []
+
+    def predict(network):
+        validations.append(None)
+        return noisy[0, 0] + math.sqrt(10 ** (-schedule[len(validations) - 1] / 10))
+
+    model.predict = predict
+    while model.stop_reason is None:
+        model.step()
+    assert model.steps == 30 + 60  # the best at step 30, then six validations without a better one

@@ -35,6 +35,12 @@ VALIDATION_TILE = 128
 OUTPUTS_MEMORY = 256 * 2**20  # bytes: a longer window of outputs keeps weight snapshots instead
 VIEW_PIXELS = 512 * 512  # pixels predicted per call of Noise2Fast.view in bounded mode
 
+# Right after a start the averaged weights are close to their initial ones and the first validation scores
+# about a flat image; on bounded crops the network can take longer than ``patience`` to beat that (Set12 11 at
+# 1024x1024: its validation fell after step 10 and passed the step-10 value at step 90), so while the best
+# validation is still the first one patience is this long instead
+START_PATIENCE = 200
+
 REFERENCE = {
     "patience": 100,
     "window": 105,
@@ -55,6 +61,7 @@ REFERENCE = {
     "augment": False,
     "min_gain": 0.0,
     "min_relative_gain": 0.0,
+    "start_patience": None,
 }
 PRESETS: dict[str, dict] = {
     "reference": REFERENCE,
@@ -63,7 +70,8 @@ PRESETS: dict[str, dict] = {
     # patience; the planes of a stack after the first go on from the one before; bounded steps on
     # large planes.
     "fast": {**REFERENCE, "patience": 50, "validate_every": 10, "average": "weights", "precision": "auto",
-             "channels_last": "auto", "warm_start": True, "warm_patience": 20, "budget": BUDGET},
+             "channels_last": "auto", "warm_start": True, "warm_patience": 20, "budget": BUDGET,
+             "start_patience": START_PATIENCE},
 }
 AVERAGES = ("outputs", "weights")
 SAMPLINGS = ("tiles", "random")
@@ -227,6 +235,11 @@ class Noise2Fast(Method):
         The validation PSNR gain (dB) that counts for ``patience``: a validation better than the best by
         less keeps the better weights but does not reset the count, so a curve creeping up by hundredths
         of a dB ends. 0: every gain counts (the reference).
+    start_patience : int or None
+        The patience while the best validation is still the first one since the start or restart (a
+        network that has not yet beaten its first validation has not begun to learn); None or anything
+        up to ``patience``: ``patience``.
+        Not for warm-started planes.
     min_relative_gain : float
         As ``min_gain``, as a fraction of the gain so far (the PSNR that last counted minus the first
         validation's since the start or restart); the larger of the two counts. 0: off.
@@ -316,6 +329,7 @@ class Noise2Fast(Method):
         check_settings("Noise2Fast", {k: v for k, v in overrides.items() if k != "channels_last"}, PRESETS[preset])
         settings = {**PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}}
         if (settings["patience"] < 0 or settings["warm_patience"] < 0 or settings["window"] < 1
+                or (settings["start_patience"] is not None and settings["start_patience"] < 0)
                 or settings["min_gain"] < 0 or settings["min_relative_gain"] < 0
                 or settings["learning_rate"] <= 0 or settings["validate_every"] < 1
                 or settings["average"] not in AVERAGES or settings["precision"] not in {"auto", *PRECISIONS}):
@@ -389,6 +403,7 @@ class Noise2Fast(Method):
         self.best_mse = float("inf")
         self.counted_psnr = -math.inf  # the validation PSNR that last reset patience (see min_gain)
         self.first_psnr: float | None = None  # the first validation's PSNR since the (re)start
+        self.best_is_first = True  # no validation since the (re)start has beaten the first one
         self.best_output = None if self.bounded else self.noisy[0, 0]
         self.best_state = None
         self.since_best = 0
@@ -481,9 +496,15 @@ class Noise2Fast(Method):
         mse, improved = self._validate()
         if not improved:
             self.since_best += every
-        if self.since_best > self.patience:
+        if self.since_best > self._patience():
             self._finish_or_restart()
         return mse
+
+    def _patience(self) -> int:
+        start = self.settings["start_patience"]
+        if start is None or self._from_warm or not self.best_is_first:
+            return self.patience
+        return max(start, self.patience)
 
     def _forward(self, network: nn.Module):
         def forward(tile: torch.Tensor) -> torch.Tensor:
@@ -536,6 +557,8 @@ class Noise2Fast(Method):
             psnr = -10.0 * math.log10(mse) if mse > 0 else math.inf
             if self.first_psnr is None:
                 self.first_psnr = psnr
+            else:
+                self.best_is_first = False
             gained = self.counted_psnr - self.first_psnr  # -inf before the first count
             gained = gained if math.isfinite(gained) and gained > 0 else 0.0
             need = max(self.settings["min_gain"], self.settings["min_relative_gain"] * gained)
