@@ -346,27 +346,33 @@ def test_augmented_result_is_the_mean_of_the_eight_transformed_predictions(monke
         Noise2Fast(noisy, rng=np.random.default_rng(0), level=1 / 255, preset="reference", augment=True)
 
 
+def run_on_schedule(psnr_at, steps: int = 400, **params) -> Noise2Fast:
+    """A fast-preset model (patience 50) whose n-th validation (from 1) scores ``psnr_at(n)`` dB, stepped
+    until it stops or ``steps`` steps."""
+    noisy = torch.rand(1, 1, 16, 16, generator=torch.Generator().manual_seed(2))
+    model = Noise2Fast(noisy, rng=np.random.default_rng(0), level=1 / 255, precision="float32", patience=50,
+                       **params)
+    validations = []
+
+    def predict(network):  # an output at the schedule's PSNR against the noisy plane
+        validations.append(None)
+        return noisy[0, 0] + math.sqrt(10 ** (-psnr_at(len(validations)) / 10))
+
+    model.predict = predict
+    for _ in range(steps):
+        model.step()
+        if model.stop_reason is not None:
+            break
+    return model
+
+
 @pytest.mark.parametrize("gain_per_validation, min_gain, ends", [
     (0.001, 0.02, True),  # a curve creeping up by thousandths of a dB ends with a minimum gain
     (0.001, 0.0, False),  # and never without one (the old rule)
     (0.1, 0.02, False),  # a rising curve goes on
 ])
 def test_min_gain_ends_flat_curves_and_not_rising_ones(gain_per_validation, min_gain, ends):
-    noisy = torch.rand(1, 1, 16, 16, generator=torch.Generator().manual_seed(2))
-    model = Noise2Fast(noisy, rng=np.random.default_rng(0), level=1 / 255, precision="float32", patience=50,
-                       min_gain=min_gain)
-    validations = []
-
-    def predict(network):  # an output whose validation PSNR is 20 dB + the schedule's gain
-        validations.append(None)
-        psnr = 20 + gain_per_validation * len(validations)
-        return noisy[0, 0] + math.sqrt(10 ** (-psnr / 10))
-
-    model.predict = predict
-    for _ in range(300):
-        model.step()
-        if model.stop_reason is not None:
-            break
+    model = run_on_schedule(lambda n: 20 + gain_per_validation * n, steps=300, min_gain=min_gain)
     assert (model.stop_reason == "patience") is ends
     if ends:
         assert model.steps == 70  # the first validation counted, then six without a 0.02 dB gain (60 > 50)
@@ -379,63 +385,26 @@ def test_min_gain_ends_flat_curves_and_not_rising_ones(gain_per_validation, min_
     (0.1, 0.005, False),  # 0.1 dB a validation is far over 0.5 % of the gain so far (5 to 8 dB): goes on
 ])
 def test_min_relative_gain_scales_with_the_gain_so_far(gain_per_validation, relative, ends):
-    noisy = torch.rand(1, 1, 16, 16, generator=torch.Generator().manual_seed(2))
-    model = Noise2Fast(noisy, rng=np.random.default_rng(0), level=1 / 255, precision="float32", patience=50,
-                       min_relative_gain=relative)
-    validations = []
-
-    def predict(network):  # 20 dB, a 5 dB rise at the second validation, then the schedule's gain
-        validations.append(None)
-        count = len(validations)
-        psnr = 20 + (5 if count >= 2 else 0) + gain_per_validation * count
-        return noisy[0, 0] + math.sqrt(10 ** (-psnr / 10))
-
-    model.predict = predict
-    for _ in range(300):
-        model.step()
-        if model.stop_reason is not None:
-            break
+    # 20 dB, a 5 dB rise at the second validation, then the schedule's gain
+    model = run_on_schedule(lambda n: 20 + (5 if n >= 2 else 0) + gain_per_validation * n, steps=300,
+                            min_relative_gain=relative)
     assert (model.stop_reason == "patience") is ends
     if ends:
         assert model.steps == 80  # two validations counted (the first, the rise), then six without 0.025 dB
     with pytest.raises(ValueError, match="invalid Noise2Fast settings"):
-        Noise2Fast(noisy, rng=np.random.default_rng(0), level=1 / 255, min_relative_gain=-0.1)
+        Noise2Fast(torch.rand(1, 1, 16, 16), rng=np.random.default_rng(0), level=1 / 255, min_relative_gain=-0.1)
 
 
 @pytest.mark.parametrize("start_patience, stop", [(0, 70), (200, 220)])  # 0: no longer than patience
 def test_start_patience_waits_for_a_network_that_has_not_beaten_its_first_validation(start_patience, stop):
     # The trace seen on a 1024x1024 mosaic of Set12 11 (bounded): the first validation (about a flat image)
     # is the best for a while, then the network learns. Patience 50 alone ends it before that.
-    noisy = torch.rand(1, 1, 16, 16, generator=torch.Generator().manual_seed(2))
-    model = Noise2Fast(noisy, rng=np.random.default_rng(0), level=1 / 255, precision="float32", patience=50,
-                       start_patience=start_patience)
-    validations = []
-
-    def predict(network):  # 16.6 dB, then 16.1 dB: never better than the first
-        validations.append(None)
-        psnr = 16.6 if len(validations) == 1 else 16.1
-        return noisy[0, 0] + math.sqrt(10 ** (-psnr / 10))
-
-    model.predict = predict
-    for _ in range(400):
-        model.step()
-        if model.stop_reason is not None:
-            break
+    model = run_on_schedule(lambda n: 16.6 if n == 1 else 16.1, start_patience=start_patience)
     assert model.stop_reason == "patience" and model.steps == stop
 
 
 def test_start_patience_gives_way_to_patience_once_the_first_validation_is_beaten():
-    noisy = torch.rand(1, 1, 16, 16, generator=torch.Generator().manual_seed(2))
-    model = Noise2Fast(noisy, rng=np.random.default_rng(0), level=1 / 255, precision="float32", patience=50,
-                       start_patience=200)
     schedule = [16.6, 16.1, 16.7] + [16.0] * 40  # beaten at the third validation, then flat
-    validations = []
-
-    def predict(network):
-        validations.append(None)
-        return noisy[0, 0] + math.sqrt(10 ** (-schedule[len(validations) - 1] / 10))
-
-    model.predict = predict
-    while model.stop_reason is None:
-        model.step()
+    model = run_on_schedule(lambda n: schedule[n - 1], start_patience=200)
+    assert model.stop_reason == "patience"
     assert model.steps == 30 + 60  # the best at step 30, then six validations without a better one
