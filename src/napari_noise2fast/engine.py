@@ -74,15 +74,16 @@ class Event:
     done : bool
         True on the last event of the plane.
 
-    A method that validates on regions of the plane (:meth:`Method.validation_regions`: Noise2Fast in
-    bounded mode) gets a second step-0 event with the preview's validation PSNR on those regions (what
-    the method's validation PSNRs compare with), after its model is built and before its first step.
     stop_reason : str or None
         Why the plane stopped (``"patience"``, ``"max_steps"``, ``"cancelled"``,
         ``"constant"``; ``"budget"`` for a method's own step budget,
         ``"complete"`` for one that ends by itself) on the final event.
     plane, n_planes : int
         Index of the 2D plane and number of planes in the whole job.
+
+    A method that validates on regions of the plane (:meth:`Method.validation_regions`: Noise2Fast in
+    bounded mode) gets a second step-0 event with the preview's validation PSNR on those regions (what
+    the method's validation PSNRs compare with), after its model is built and before its first step.
     """
 
     step: int

@@ -78,7 +78,8 @@ def calibrated_gaussian(plane: np.ndarray) -> tuple[np.ndarray, float, float]:
 def separable_gaussian(image: np.ndarray, sigma: float) -> np.ndarray:
     """SciPy's ``gaussian_filter(image, sigma, mode="reflect", truncate=TRUNCATE)`` of a float32 2D image, in
     float32 (to about 1e-7 of a unit range): the same kernel applied along each axis as shifted slices added
-    in place, about 2.5x as fast as SciPy's line-by-line filter on a 1024x1024 tile."""
+    in place: 1.4-2.3x as fast as SciPy's line-by-line filter over a 8192x8192 plane in 256x256 tiles, one
+    thread (Intel Xeon with AMX, sigma 0.5-3)."""
     radius = int(TRUNCATE * sigma + 0.5)
     offsets = np.arange(-radius, radius + 1)
     weights = np.exp(-0.5 * (offsets / sigma) ** 2)
