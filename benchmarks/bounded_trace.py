@@ -3,7 +3,8 @@
 At every validation step of a Noise2Fast run on a mosaic plane (``large.make_plane``), the network that
 was just validated (the averaged copy of the weights in the ``fast`` preset) is also predicted on the
 whole plane and scored against the clean mosaic. A row per validation: the step, the validation PSNR
-(on the subset in bounded mode), whether it was the best so far, and the true PSNR. So a run's loss
+(on the subset in bounded mode), whether it was the best so far, the true PSNR, and the true PSNR of the
+training network itself (not averaged), so a slow start splits into training and the average's lag. So a run's loss
 splits into training (the best true PSNR of the trace is low) and selection (the validation picked a
 step whose true PSNR is below the trace's best).
 
@@ -30,7 +31,8 @@ from skimage.metrics import peak_signal_noise_ratio
 from large import cpu_name, make_plane
 from run_benchmark import DEFAULT_DATA
 
-FIELDS = ["image", "size", "seed", "label", "params", "step", "val_psnr", "best", "true_psnr", "seconds", "cpu"]
+FIELDS = ["image", "size", "seed", "label", "params", "step", "val_psnr", "best", "true_psnr", "seconds", "cpu",
+          "train_psnr"]
 
 
 def trace(args, variant: dict, cpu: str) -> list[dict]:
@@ -47,17 +49,19 @@ def trace(args, variant: dict, cpu: str) -> list[dict]:
         model = run.model
         scored = time.perf_counter()
         validated = model.network if model.averaged is None else model.averaged
-        output = run._to_intensity(model.predict(validated).cpu().numpy())
-        true = peak_signal_noise_ratio(clean, output.astype(np.float64), data_range=255.0)
+        true, train = (peak_signal_noise_ratio(clean, run._to_intensity(model.predict(network).cpu().numpy())
+                                               .astype(np.float64), data_range=255.0)
+                       for network in (validated, model.network))
         scoring += time.perf_counter() - scored
         is_best = event.val_psnr > best
         best = max(best, event.val_psnr)
         rows.append({"image": args.image, "size": args.size, "seed": args.seed, "label": variant["label"],
                      "params": json.dumps(params), "step": event.step, "val_psnr": f"{event.val_psnr:.4f}",
                      "best": int(is_best), "true_psnr": f"{true:.4f}",
-                     "seconds": f"{time.perf_counter() - start - scoring:.1f}", "cpu": cpu})
+                     "seconds": f"{time.perf_counter() - start - scoring:.1f}", "cpu": cpu,
+                     "train_psnr": f"{train:.4f}"})
         print(f"{variant['label']:>12} step {event.step:4d} val {event.val_psnr:7.3f} {'*' if is_best else ' '} "
-              f"true {true:6.3f}", flush=True)
+              f"true {true:6.3f} training network {train:6.3f}", flush=True)
     return rows
 
 
@@ -88,6 +92,11 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     cpu = cpu_name()
     rows = list(csv.DictReader(args.out.open())) if args.out.exists() else []
+    if rows and "train_psnr" not in rows[0]:  # an older file: the new column, empty on its rows
+        with args.out.open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, FIELDS, restval="")
+            writer.writeheader()
+            writer.writerows(rows)
     for variant in map(json.loads, args.variants):
         key = (args.image, str(args.size), str(args.seed), variant["label"], cpu)
         if any((r["image"], r["size"], r["seed"], r["label"], r["cpu"]) == key for r in rows):
