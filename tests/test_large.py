@@ -307,7 +307,7 @@ def test_tiles_sampling_sees_every_crop_once_per_pass_in_shuffled_order():
 
 
 def test_random_sampling_is_still_there_and_bad_sampling_is_refused():
-    model = method((64, 64), budget=16 * 16, crop=16, validation=512, sampling="random")
+    model = method((64, 64), budget=16 * 16, crop=16, validation=512, sampling="random", context=False)
     assert model.training_batch()[0][0].shape[-2:] == (16, 16)
     with pytest.raises(ValueError, match="sampling"):
         method((64, 64), sampling="grid")

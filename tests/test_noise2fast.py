@@ -248,7 +248,7 @@ def test_fast_preset_settings_are_the_documented_ones():
     assert method.settings == {
         "patience": 50, "window": 105, "learning_rate": 1e-3, "restart_learning_rate": 5e-6, "width": 64,
         "validate_every": 10, "average": "weights", "precision": "auto", "channels_last": "auto",
-        "warm_start": True, "warm_patience": 20, "budget": 131072, "crop": 128, "context": False,
+        "warm_start": True, "warm_patience": 20, "budget": 131072, "crop": 128, "context": True,
         "sampling": "tiles", "validation": 262144, "augment": False, "min_gain": 0.0, "min_relative_gain": 0.005,
         "start_patience": 200,
     }

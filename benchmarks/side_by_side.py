@@ -1,0 +1,151 @@
+"""Today's defaults against an older checkout and against ``reference``, in one run (issue 20, item 4).
+
+Every (image, variant) is a fresh subprocess on one torch thread, run one after the other, so all see
+the same machine; the variants:
+
+- ``new``: this checkout's defaults (the ``fast`` preset, ``precision="auto"``);
+- ``new-float32``: the same with ``precision="float32"``;
+- ``old``: the ``fast`` preset of another checkout (``--old``: a worktree of an older main; its ``src`` is
+  put first on ``PYTHONPATH``);
+- ``reference``: this checkout's ``reference`` preset (the published code's settings).
+
+Images: ``sample`` (the bundled noisy cell, PSNR against its clean version with the CLI's data range)
+and the names of ``../shared/data`` (Set12 sigma 25, FMD), PSNR/SSIM as ``run_benchmark.py``.
+
+    git worktree add --detach ../old b0abf50
+    taskset -c 1 python benchmarks/side_by_side.py --old ../old --images sample --variants new,new-float32,old
+    taskset -c 1 python benchmarks/side_by_side.py --old ../old --images set12,confocal
+
+Rows go to ``benchmarks/results/side_by_side.csv`` as each run ends (with the commit of the code that ran
+it and the CPU); a rerun skips rows already there. The summary prints, per variant over the images all
+variants finished, the median seconds and PSNR, the worst image against ``new``, and the ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+from large import cpu_name
+from run_benchmark import DEFAULT_DATA, expand
+
+FIELDS = ["image", "variant", "commit", "psnr", "ssim", "steps", "seconds", "precision", "cpu"]
+HERE = Path(__file__).resolve().parent
+
+CHILD = """
+import json, sys, time
+sys.path.insert(0, {bench!r})
+import numpy as np, torch
+torch.set_num_threads(1)
+from napari_noise2fast import iter_denoise
+image, preset, precision = {image!r}, {preset!r}, {precision!r}
+if image == "sample":
+    from skimage.metrics import peak_signal_noise_ratio
+    from napari_noise2fast.samples import clean_cell, noisy_cell
+    noisy, clean = noisy_cell(), clean_cell()
+else:
+    from stopping import load
+    from run_benchmark import psnr_ssim
+    noisy, clean = load(__import__("pathlib").Path({data!r}), image)
+kwargs = {{"preset": preset}} if precision is None else {{"preset": preset, "precision": precision}}
+start = time.perf_counter()
+job = iter_denoise(noisy, seed=0, device="cpu", **kwargs)
+plane, dtype = None, ""
+for _ in job:
+    plane = job.current or plane
+    if plane is not None and getattr(plane, "model", None) is not None:
+        dtype = str(getattr(plane.model, "compute_dtype", "")).replace("torch.", "")
+result = job.result()
+seconds = time.perf_counter() - start
+if image == "sample":
+    span = clean.max() - clean.min()
+    psnr, ssim = peak_signal_noise_ratio(clean, result.astype(np.float64), data_range=span), float("nan")
+else:
+    psnr, ssim = psnr_ssim(clean, result)
+print(json.dumps({{"psnr": f"{{psnr:.3f}}", "ssim": f"{{ssim:.4f}}", "steps": plane.step,
+                  "seconds": f"{{seconds:.1f}}", "precision": dtype}}))
+"""
+
+VARIANTS = {"new": ("fast", None, False), "new-float32": ("fast", "float32", False), "old": ("fast", None, True),
+            "reference": ("reference", None, False)}
+
+
+def commit(tree: Path) -> str:
+    return subprocess.run(["git", "-C", str(tree), "rev-parse", "--short", "HEAD"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+
+
+def run_one(args, image: str, variant: str) -> dict:
+    preset, precision, old = VARIANTS[variant]
+    tree = args.old if old else HERE.parent
+    env = {**os.environ, "PYTHONPATH": str(tree / "src")}
+    code = CHILD.format(bench=str(HERE), image=image, preset=preset, precision=precision, data=str(args.data))
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=HERE)
+    if done.returncode:
+        raise SystemExit(f"{image} {variant} failed:\n{done.stderr[-3000:]}")
+    return {"image": image, "variant": variant, "commit": commit(tree), **json.loads(done.stdout.splitlines()[-1])}
+
+
+def summary(rows: list[dict], variants: list[str]) -> None:
+    by = {(r["image"], r["variant"]): r for r in rows}
+    images = [i for i in dict.fromkeys(r["image"] for r in rows) if all((i, v) in by for v in variants)]
+    if not images:
+        return
+    print(f"\n| image | {' | '.join(f'{v} PSNR | {v} s | {v} steps' for v in variants)} |")
+    print("|---|" + "---|---|---|" * len(variants))
+    for image in images:
+        cells = [f"{float(by[image, v]['psnr']):.2f} | {float(by[image, v]['seconds']):.1f} | {by[image, v]['steps']}"
+                 for v in variants]
+        print(f"| {image} | {' | '.join(cells)} |")
+    base = variants[0]
+    med = {v: (statistics.median(float(by[i, v]["seconds"]) for i in images),
+               statistics.median(float(by[i, v]["psnr"]) for i in images)) for v in variants}
+    print(f"\nOver {len(images)} images ({', '.join(images)}), CPU {rows[0]['cpu']}:")
+    for v in variants:
+        diffs = {i: float(by[i, v]["psnr"]) - float(by[i, base]["psnr"]) for i in images}
+        worst = min(diffs, key=diffs.get)
+        ratios = [float(by[i, v]["seconds"]) / float(by[i, base]["seconds"]) for i in images]
+        print(f"- {v} ({by[images[0], v]['commit']}, {by[images[0], v]['precision']}): median {med[v][0]:.1f} s, "
+              f"median PSNR {med[v][1]:.2f} dB; against {base}: median time ratio {statistics.median(ratios):.2f}x, "
+              f"median PSNR {statistics.median(diffs.values()):+.3f} dB, worst {diffs[worst]:+.3f} ({worst})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", default="sample")
+    parser.add_argument("--variants", default="new,new-float32,old,reference")
+    parser.add_argument("--old", type=Path, default=None, help="an older checkout (for the 'old' variant)")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--out", type=Path, default=HERE / "results" / "side_by_side.csv")
+    args = parser.parse_args()
+    variants = args.variants.split(",")
+    unknown = set(variants) - set(VARIANTS)
+    if unknown or ("old" in variants and args.old is None):
+        parser.error(f"variants are {', '.join(VARIANTS)}; 'old' needs --old" if unknown else "'old' needs --old")
+    cpu = cpu_name()
+    rows = list(csv.DictReader(args.out.open())) if args.out.exists() else []
+    images = [n for group in args.images.split(",") for n in (["sample"] if group == "sample" else expand(group))]
+    for image in images:
+        for variant in variants:
+            if any(r["image"] == image and r["variant"] == variant and r["cpu"] == cpu for r in rows):
+                continue
+            row = {**run_one(args, image, variant), "cpu": cpu}
+            exists = args.out.exists()
+            with args.out.open("a", newline="") as handle:
+                writer = csv.DictWriter(handle, FIELDS)
+                if not exists:
+                    writer.writeheader()
+                writer.writerow(row)
+            rows.append(row)
+            print(row, flush=True)
+    summary([r for r in rows if r["cpu"] == cpu and r["image"] in images], variants)
+
+
+if __name__ == "__main__":
+    main()
