@@ -29,7 +29,7 @@ import torch
 from skimage.metrics import peak_signal_noise_ratio
 
 from large import cpu_name, make_plane
-from run_benchmark import DEFAULT_DATA
+from run_benchmark import DEFAULT_DATA, append_rows
 
 FIELDS = ["image", "size", "seed", "label", "params", "step", "val_psnr", "best", "true_psnr", "seconds", "cpu",
           "train_psnr"]
@@ -102,12 +102,7 @@ def main() -> None:
         if any((r["image"], r["size"], r["seed"], r["label"], r["cpu"]) == key for r in rows):
             continue
         new = trace(args, variant, cpu)
-        exists = args.out.exists()
-        with args.out.open("a", newline="") as handle:
-            writer = csv.DictWriter(handle, FIELDS)
-            if not exists:
-                writer.writeheader()
-            writer.writerows(new)
+        append_rows(args.out, FIELDS, new)
         rows += [{k: str(v) for k, v in r.items()} for r in new]
     summary([r for r in rows if r["image"] == args.image and r["size"] == str(args.size) and r["cpu"] == cpu])
 

@@ -27,7 +27,7 @@ import torch
 from large import cpu_name
 from napari_noise2fast import iter_denoise
 from napari_noise2fast.engine import PREVIEW
-from run_benchmark import DEFAULT_DATA, expand, psnr_ssim
+from run_benchmark import DEFAULT_DATA, append_rows, expand, psnr_ssim
 from stopping import load
 
 FIELDS = ["image", "precision", "max_steps", "steps", "seconds", "stage", "psnr", "ssim", "psnr_aug", "ssim_aug",
@@ -112,12 +112,7 @@ def main() -> None:
             row = {"image": name, "precision": precision, "max_steps": cap, "cpu": cpu,
                    **run(noisy, clean, precision, args.seed, args.max_steps)}
             print(row, flush=True)
-            exists = args.out.exists()
-            with args.out.open("a", newline="") as handle:
-                writer = csv.DictWriter(handle, FIELDS)
-                if not exists:
-                    writer.writeheader()
-                writer.writerow(row)
+            append_rows(args.out, FIELDS, [row])
             rows.append(row)
     summary(rows, cap, cpu)
 

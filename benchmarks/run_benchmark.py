@@ -49,6 +49,16 @@ def expand(names: str) -> list[str]:
     return out
 
 
+def append_rows(path: Path, fields: list[str], rows: list[dict]) -> None:
+    """Append ``rows`` to the CSV at ``path``, writing the header first if the file is new."""
+    new = not path.exists()
+    with path.open("a", newline="") as handle:
+        writer = csv.DictWriter(handle, fields)
+        if new:
+            writer.writeheader()
+        writer.writerows(rows)
+
+
 def psnr_ssim(clean: np.ndarray, result: np.ndarray) -> tuple[float, float]:
     clean, result = clean.astype(np.float64), result.astype(np.float64)
     psnr = peak_signal_noise_ratio(clean, result, data_range=255)

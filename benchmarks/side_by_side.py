@@ -33,7 +33,7 @@ import sys
 from pathlib import Path
 
 from large import cpu_name
-from run_benchmark import DEFAULT_DATA, expand
+from run_benchmark import DEFAULT_DATA, append_rows, expand
 
 FIELDS = ["image", "variant", "commit", "psnr", "ssim", "steps", "seconds", "precision", "cpu"]
 HERE = Path(__file__).resolve().parent
@@ -136,12 +136,7 @@ def main() -> None:
             if any(r["image"] == image and r["variant"] == variant and r["cpu"] == cpu for r in rows):
                 continue
             row = {**run_one(args, image, variant), "cpu": cpu}
-            exists = args.out.exists()
-            with args.out.open("a", newline="") as handle:
-                writer = csv.DictWriter(handle, FIELDS)
-                if not exists:
-                    writer.writeheader()
-                writer.writerow(row)
+            append_rows(args.out, FIELDS, [row])
             rows.append(row)
             print(row, flush=True)
     summary([r for r in rows if r["cpu"] == cpu and r["image"] in images], variants)
