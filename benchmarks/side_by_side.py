@@ -16,6 +16,9 @@ and the names of ``../shared/data`` (Set12 sigma 25, FMD), PSNR/SSIM as ``run_be
     taskset -c 1 python benchmarks/side_by_side.py --old ../old --images sample --variants new,new-float32,old
     taskset -c 1 python benchmarks/side_by_side.py --old ../old --images set12,confocal
 
+``--repeats 3`` runs every (image, variant) three times, all variants of one repeat before the next (the
+medians then are over the repeats, each repeat shown as ``image#k``).
+
 Rows go to ``benchmarks/results/side_by_side.csv`` as each run ends (with the commit of the code that ran
 it and the CPU); a rerun skips rows already there. The summary prints, per variant over the images all
 variants finished, the median seconds and PSNR, the worst image against ``new``, and the ratios.
@@ -85,7 +88,8 @@ def run_one(args, image: str, variant: str) -> dict:
     preset, precision, old = VARIANTS[variant]
     tree = args.old if old else HERE.parent
     env = {**os.environ, "PYTHONPATH": str(tree / "src")}
-    code = CHILD.format(bench=str(HERE), image=image, preset=preset, precision=precision, data=str(args.data))
+    code = CHILD.format(bench=str(HERE), image=image.partition("#")[0], preset=preset, precision=precision,
+                        data=str(args.data))
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=HERE)
     if done.returncode:
         raise SystemExit(f"{image} {variant} failed:\n{done.stderr[-3000:]}")
@@ -123,6 +127,8 @@ def main() -> None:
     parser.add_argument("--old", type=Path, default=None, help="an older checkout (for the 'old' variant)")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--out", type=Path, default=HERE / "results" / "side_by_side.csv")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="runs of every (image, variant), interleaved; repeat k > 0 is the image 'name#k'")
     args = parser.parse_args()
     variants = args.variants.split(",")
     unknown = set(variants) - set(VARIANTS)
@@ -130,7 +136,8 @@ def main() -> None:
         parser.error(f"variants are {', '.join(VARIANTS)}; 'old' needs --old" if unknown else "'old' needs --old")
     cpu = cpu_name()
     rows = list(csv.DictReader(args.out.open())) if args.out.exists() else []
-    images = [n for group in args.images.split(",") for n in (["sample"] if group == "sample" else expand(group))]
+    names = [n for group in args.images.split(",") for n in (["sample"] if group == "sample" else expand(group))]
+    images = [f"{n}#{k}" if k else n for k in range(args.repeats) for n in names]
     for image in images:
         for variant in variants:
             if any(r["image"] == image and r["variant"] == variant and r["cpu"] == cpu for r in rows):

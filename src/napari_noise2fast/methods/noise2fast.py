@@ -174,7 +174,7 @@ def validation_tiles(plane: torch.Tensor, pixels: int, tile: int = VALIDATION_TI
     rows = min(max(1, round(math.sqrt(count * height / width))), max(1, height // tile_h))
     cols = min(max(1, count // rows), max(1, width // tile_w))
     factor = 4
-    smooth = F.avg_pool2d(plane.float(), factor, ceil_mode=True)[0, 0].double()
+    smooth = F.avg_pool2d(plane.float(), factor, ceil_mode=True)[0, 0].double().cpu()  # the search runs here
     integral = F.pad(smooth.cumsum(0).cumsum(1), (1, 0, 1, 0))
     squares = F.pad((smooth**2).cumsum(0).cumsum(1), (1, 0, 1, 0))
 
