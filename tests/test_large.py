@@ -104,6 +104,7 @@ def test_validation_tiles_are_spread_over_the_plane_and_find_structure():
 def test_the_subset_score_is_the_whole_plane_output_on_the_tiles():
     model = method((80, 90), budget=256, crop=16, validation=3 * 32 * 32)
     model.tiles = [(0, 0, 32, 32), (40, 50, 72, 82), (48, 58, 80, 90)]
+    model.validation_set = [(0, tile) for tile in model.tiles]  # (plane, tile): one plane here
     whole = model.predict(model.network)
     expected = np.mean(np.concatenate([((whole - model.noisy[0, 0])[t:b, s:r] ** 2).numpy().ravel()
                                        for t, s, b, r in model.tiles]))
@@ -298,11 +299,12 @@ def test_tiles_sampling_sees_every_crop_once_per_pass_in_shuffled_order():
     model = method((64, 64), budget=16 * 16, crop=16, validation=512, context=False)
     grid = n2f.crop_grid((32, 64), (16, 16), 0)
     first = model._next_crops(0, (32, 64), (16, 16), 8)
-    assert sorted(first) == sorted(grid)  # one pass: every crop of the grid once
+    assert {plane for plane, _, _ in first} == {0}  # (plane, top, left): one plane here
+    assert sorted(corner for _, *corner in first) == sorted(map(list, grid))  # one pass: every crop once
     second = model._next_crops(0, (32, 64), (16, 16), 8)
     assert sorted(second) == sorted(first) and second != first  # the next pass, shuffled again
     straddle = model._next_crops(0, (32, 64), (16, 16), 5) + model._next_crops(0, (32, 64), (16, 16), 5)
-    assert sorted(straddle[:8]) == sorted(grid)  # a batch that runs over a pass's end goes on into the next
+    assert sorted(corner for _, *corner in straddle[:8]) == sorted(map(list, grid))  # on into the next pass
     assert len(model._passes[0]) == 6  # two of the third pass taken, six left
 
 

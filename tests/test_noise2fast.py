@@ -299,7 +299,7 @@ def test_reference_preset_ignores_a_carried_state():
 def test_stack_planes_after_the_first_are_warm_started_and_stop_on_warm_patience(set12_05_crop):
     noisy, clean = set12_05_crop
     stack = np.stack([noisy, noisy[::-1]])  # two planes alike but not equal
-    job = iter_denoise(stack, seed=0, device="cpu", max_steps=1500, preview=False)
+    job = iter_denoise(stack, seed=0, device="cpu", max_steps=1500, preview=False, stack="warm")
     events = list(job)
     planes = [[e for e in events if e.plane == p] for p in (0, 1)]
     assert [p[-1].stop_reason for p in planes] == ["patience", "patience"]

@@ -141,6 +141,9 @@ def test_stack_whole_layer_fills_every_plane_and_counts_planes(qtbot, viewer, do
     assert done == [0, 1, 2] and progress_bar.n == 3 and progress_bar.total == 3
     out = viewer.layers["stack [Noise2Fast]"].data
     assert all(not np.array_equal(out[i], stack[i]) for i in range(3))
+    # one model for the stack (the fast preset's default): its curve stays while the planes are predicted
+    assert docked._one_model and docked._plane == 0 and len(docked._curve) > 0
+    assert "plane 3/3 denoised" in docked.status.value
 
 
 def test_stack_current_plane_denoises_only_the_shown_plane(qtbot, viewer, docked):

@@ -292,6 +292,7 @@ class Noise2FastWidget(WorkerDock):
         self._steps: list[int] = []
         self._curve: list[float] = []
         self._plane = -1
+        self._one_model = False  # a recording trained as one model (stack="recording")
         self._last: object = None
         self._progress = None
 
@@ -364,6 +365,7 @@ class Noise2FastWidget(WorkerDock):
         self.input_layer = layer
         self.output_layer = self._output_layer(layer, method)
         self._reset_plot(-1)
+        self._one_model = self.job.stack == "recording" and self.job.n_planes > 1  # one curve, then predictions
         self._progress = progress(total=self.job.n_planes, desc=f"Noise2Fast on {layer.name}")
         self.limit_threads(self.job.device)
         self.start_worker(throttled, self.job, UPDATE_SECONDS, on_item=self._on_event)
@@ -393,7 +395,7 @@ class Noise2FastWidget(WorkerDock):
         if event.output is not None:
             self.write_output(self.output_layer, self._base + self.job.plane_location(event.plane),
                               self.job.cast(event.output))
-        if event.plane != self._plane:
+        if event.plane != self._plane and not (self._one_model and self._plane >= 0):
             self._reset_plot(event.plane)
         if event.step == 0 and not math.isnan(event.val_psnr):
             self.preview_line.setValue(event.val_psnr)
@@ -410,6 +412,9 @@ class Noise2FastWidget(WorkerDock):
 
     def _describe(self, event, ending: str = "") -> str:
         plane = f"plane {event.plane + 1}/{event.n_planes} · " if event.n_planes > 1 else ""
+        if self._one_model:
+            plane = (f"plane {event.plane + 1}/{event.n_planes} denoised · " if event.done
+                     else f"one model for {event.n_planes} planes · ")
         best = f"{event.best_val_psnr:.2f} dB" if math.isfinite(event.best_val_psnr) else "-"
         text = (f"{plane}step {event.step} · best validation PSNR {best} · {event.elapsed:.1f} s · "
                 f"{event.stage} · device {self.job.device}")

@@ -14,12 +14,13 @@ import torch
 
 from napari_noise2fast.checks import check_bool, check_int, check_positive_or_none, check_str
 from napari_noise2fast.devices import resolve_device
-from napari_noise2fast.engine import Event, PlaneRun
+from napari_noise2fast.engine import Event, PlaneRun, RecordingRun
 from napari_noise2fast.intensity import IntensityMap, cast, float_max, integer_bounds
 from napari_noise2fast.methods import get_method
 
 MIN_PLANE_SIZE = 8
 CHANNEL_LETTERS = "CS"
+STACKS = ("recording", "warm", "independent")
 
 
 def count_planes(image, axes: str | None = None, channel_axis: int | None = None) -> int:
@@ -107,11 +108,13 @@ class DenoiseJob:
     """
 
     def __init__(self, image: np.ndarray, layout: tuple[int, int, int | None], out_dtype: np.dtype,
-                 method: str, seeds: list[int | None], run_kwargs: dict, value_range: tuple | None = None):
+                 method: str, seeds: list[int | None], run_kwargs: dict, value_range: tuple | None = None,
+                 stack: str = "warm"):
         self._image = image
         y, x, c = layout
         leading = [i for i in range(image.ndim) if i not in (y, x)]
         self._order = (*leading, y, x)
+        self._channel = leading.index(c) if c is not None else None  # the channel's place among the leading axes
         moved = np.transpose(image, self._order)
         self._moved_shape = moved.shape
         self._planes = moved.reshape(-1, *moved.shape[-2:])
@@ -124,8 +127,9 @@ class DenoiseJob:
         self._is_integer = image.dtype.kind in "ui"
         self._seeds = seeds
         self._run_kwargs = run_kwargs
+        self.stack = stack
         self.out_dtype = out_dtype
-        self.current: PlaneRun | None = None
+        self.current: PlaneRun | RecordingRun | None = None
         self.events: Iterator[Event] = self._events()
 
     @property
@@ -138,10 +142,22 @@ class DenoiseJob:
         return self._run_kwargs["device"]
 
     def _events(self) -> Iterator[Event]:
+        if self.stack != "recording":
+            yield from self._plane_events(range(self.n_planes))
+            return
+        for indices in self._channel_groups():  # one model per channel: channels differ in kind and range
+            low, high = self._planes[indices].min(), self._planes[indices].max()
+            if len(indices) > 1 and low != high:
+                yield from self._recording_events(indices, (low, high))
+            else:
+                yield from self._plane_events(indices)
+
+    def _plane_events(self, indices) -> Iterator[Event]:
+        """Plane after plane, each warm-started from the one before where the method can."""
         warm = None
-        for index, plane in enumerate(self._planes):
+        for index in indices:
             self.current = PlaneRun(
-                plane, self._method, seed=self._seeds[index], is_integer=self._is_integer,
+                self._planes[index], self._method, seed=self._seeds[index], is_integer=self._is_integer,
                 plane_index=index, n_planes=self.n_planes, warm=warm, **self._run_kwargs,
             )
             for event in self.current:
@@ -150,6 +166,29 @@ class DenoiseJob:
                 yield event
             warm = self.current.carry() or warm
         self.current = None
+
+    def _channel_groups(self) -> list[list[int]]:
+        """The planes of each channel, in order (all planes where the image has no channel axis)."""
+        if self._channel is None:
+            return [list(range(self.n_planes))]
+        channel = np.unravel_index(np.arange(self.n_planes), self._moved_shape[:-2])[self._channel]
+        return [np.flatnonzero(channel == k).tolist() for k in range(self._moved_shape[self._channel])]
+
+    def _recording_events(self, indices: list[int], value_range: tuple) -> Iterator[Event]:
+        """One model for the planes ``indices`` (``stack="recording"``): see
+        :class:`~napari_noise2fast.engine.RecordingRun`."""
+        kwargs = {k: v for k, v in self._run_kwargs.items() if k != "preview"}
+        self.current = run = RecordingRun(self._planes, self._method, indices=indices, value_range=value_range,
+                                          seed=self._seeds[indices[0]], is_integer=self._is_integer,
+                                          keep=lambda index, normalised: self._store(index, normalised, run.map),
+                                          **kwargs)
+        yield from run
+        self.current = None
+
+    def _store(self, index: int, normalised: np.ndarray, plane_map: IntensityMap) -> None:
+        self._results[index] = normalised
+        self._maps[index] = plane_map
+        self._done[index] = True
 
     def plane_location(self, index: int) -> tuple:
         """Index into the input array of plane ``index`` (integers on the other axes, ``:`` on Y and X)."""
@@ -161,8 +200,7 @@ class DenoiseJob:
     def _keep(self, index: int, run: PlaneRun) -> None:
         normalised = run.normalised_result()
         if normalised is not None:
-            self._results[index] = normalised
-            self._maps[index] = run.map
+            self._store(index, normalised, run.map)
         self._done[index] = True
 
     def cast(self, values: np.ndarray) -> np.ndarray:
@@ -217,6 +255,7 @@ def iter_denoise(
     view_every: int | None = None,
     dtype=None,
     preview: bool = True,
+    stack: str | None = None,
     **params,
 ) -> DenoiseJob:
     """Streaming form of :func:`denoise`: a job that yields :class:`~napari_noise2fast.engine.Event`.
@@ -241,15 +280,15 @@ def iter_denoise(
     """
     job_arguments = check_denoise(image, method, axes=axes, channel_axis=channel_axis, device=device, seed=seed,
                                   max_steps=max_steps, output_every=output_every, view_every=view_every,
-                                  dtype=dtype, preview=preview, **params)
-    low, high = job_arguments[-1]
+                                  dtype=dtype, preview=preview, stack=stack, **params)
+    low, high = job_arguments[-2]
     if low == high:
         warnings.warn("image is constant; it is returned unchanged", UserWarning, stacklevel=2)
     return DenoiseJob(*job_arguments)
 
 
 def check_denoise(image, method: str = "noise2fast", *, axes=None, channel_axis=None, device="auto", seed=None,
-                  max_steps=None, output_every=None, view_every=None, dtype=None, preview=True,
+                  max_steps=None, output_every=None, view_every=None, dtype=None, preview=True, stack=None,
                   **params) -> tuple:
     """Check every argument of :func:`iter_denoise` before any work; ValueError naming the first wrong one.
 
@@ -264,6 +303,8 @@ def check_denoise(image, method: str = "noise2fast", *, axes=None, channel_axis=
             f"each YX plane must be at least {MIN_PLANE_SIZE}x{MIN_PLANE_SIZE} pixels, "
             f"got {array.shape[y]}x{array.shape[x]} (check axes/channel_axis)"
         )
+    params = _stack_params(get_method(method), stack, params)
+    stack = params.pop("stack")
     get_method(method).check_params(**params)
     get_method(method).check_plane((array.shape[y], array.shape[x]))
     resolved = resolve_device(device)
@@ -279,7 +320,28 @@ def check_denoise(image, method: str = "noise2fast", *, axes=None, channel_axis=
         if seed is not None else [None] * n_planes
     run_kwargs = {"device": resolved, "max_steps": max_steps, "output_every": output_every, "view_every": view_every,
                   "preview": preview, **params}
-    return array, layout, out_dtype, method, seeds, run_kwargs, value_range
+    return array, layout, out_dtype, method, seeds, run_kwargs, value_range, stack
+
+
+def _stack_params(method_cls, stack: str | None, params: dict) -> dict:
+    """``params`` with ``stack`` resolved (None: ``"recording"`` for methods that train one model for a stack
+    in their default preset, else ``"warm"``) and, for those methods, ``warm_start`` set to match."""
+    check_str("stack", stack)
+    if stack is not None and stack not in STACKS:
+        raise ValueError(f"stack must be one of {', '.join(map(repr, STACKS))}, got {stack!r}")
+    stacked = method_cls.trains_on_stacks
+    reference = params.get("preset") == "reference"
+    if stack is None:
+        stack = "recording" if stacked and not reference else "warm"
+    if stack == "recording" and not stacked:
+        raise ValueError(f"stack='recording' needs a method that trains one model for a stack (noise2fast); "
+                         f"{method_cls.display_name} takes stack='warm' or 'independent'")
+    if stack == "recording" and reference:
+        raise ValueError("stack='recording' is not the published method: the reference preset takes "
+                         "stack='warm' or 'independent'")
+    if stacked and stack != "recording" and "warm_start" not in params:
+        params = {**params, "warm_start": stack == "warm"}
+    return {**params, "stack": stack}
 
 
 def denoise(
@@ -294,6 +356,7 @@ def denoise(
     max_steps: int | None = None,
     dtype=None,
     preview: bool = True,
+    stack: str | None = None,
     **params,
 ) -> np.ndarray:
     """Denoise an image blindly, learning from the image alone.
@@ -330,7 +393,17 @@ def denoise(
         Start every plane with a calibrated Gaussian estimate (event stage
         ``"preview"``, under a second on 512x512), kept as the result until
         the method validates better (its best validation PSNR is higher); a run
-        stopped early then still returns a denoised image.
+        stopped early then still returns a denoised image. (Not with
+        ``stack="recording"``, which trains one model for all planes.)
+    stack : str, optional
+        How the planes of a stack (Z, T or any leading axes) are trained:
+        ``"recording"`` (the default for Noise2Fast's ``fast`` preset): one
+        model trained on a sample of up to 16 planes spread over the stack,
+        then every plane denoised by it; ``"warm"`` (the default otherwise):
+        plane after plane, each going on from the one before where the method
+        can (Noise2Fast); ``"independent"``: every plane from scratch.
+        Stopped during training, a recording's planes keep the input but the
+        first, which has its best so far.
     **params
         The method's settings; for Noise2Fast ``preset`` (``"fast"``, the
         default, or ``"reference"``, the published code's settings) and any
@@ -360,7 +433,7 @@ def denoise(
     ((2, 32, 32), dtype('uint16'))
     """
     job = iter_denoise(image, method, axes=axes, channel_axis=channel_axis, device=device, seed=seed,
-                       max_steps=max_steps, dtype=dtype, preview=preview, **params)
+                       max_steps=max_steps, dtype=dtype, preview=preview, stack=stack, **params)
     for event in job:
         if progress is not None:
             progress(event)

@@ -13,13 +13,14 @@ import logging
 import os
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
 import tifffile
 from tqdm import tqdm
 
-from napari_noise2fast.api import iter_denoise
+from napari_noise2fast.api import STACKS, iter_denoise
 
 SUFFIX = "_N2F"
 TIFF_SUFFIXES = (".tif", ".tiff")
@@ -120,17 +121,19 @@ def denoise_with_progress(image: np.ndarray, label: str, args, axes: str | None)
     """Denoise with a tqdm bar; return the result and a summary of steps, validation PSNR and time."""
     params = {"preset": args.preset} if args.preset else {}
     job = iter_denoise(image, axes=axes, device=args.device, seed=args.seed, max_steps=args.max_steps,
-                       dtype=getattr(args, "dtype", None), **params)
-    steps, seconds, best = 0, 0.0, []
-    with tqdm(desc=label, unit="step", total=args.max_steps and args.max_steps * job.n_planes,
-              leave=False, file=sys.stderr, disable=args.quiet) as bar:
+                       dtype=getattr(args, "dtype", None), stack=getattr(args, "stack", None), **params)
+    # events: every step of every plane, or (one model for the recording) the steps, then one per plane
+    recording = job.stack == "recording" and job.n_planes > 1
+    total = args.max_steps and (args.max_steps + job.n_planes if recording else args.max_steps * job.n_planes)
+    steps, best, start = 0, [], time.perf_counter()
+    with tqdm(desc=label, unit="step", total=total, leave=False, file=sys.stderr, disable=args.quiet) as bar:
         for event in job:
             bar.update(1)
             bar.set_postfix(plane=f"{event.plane + 1}/{event.n_planes}", val_psnr=f"{event.best_val_psnr:.2f}")
             if event.done:
                 steps += event.step
-                seconds += event.elapsed
                 best.append(event.best_val_psnr)
+    seconds = time.perf_counter() - start
     finite = [b for b in best if np.isfinite(b)]
     best_text = f"{np.median(finite):.2f} dB" if finite else "n/a"
     planes = f" over {job.n_planes} planes" if job.n_planes > 1 else ""
@@ -173,6 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default="auto", help="auto (CUDA, MPS, then CPU), cpu, cuda or mps")
     parser.add_argument("--preset", default=None,
                         help="Noise2Fast preset: fast (default) or reference (the published settings)")
+    parser.add_argument("--stack", choices=STACKS, default=None,
+                        help="a stack's planes: recording (one model for all, the default for the fast preset), "
+                             "warm (plane after plane, each from the one before) or independent")
     parser.add_argument("--dtype", type=output_dtype, default=None,
                         help="output dtype, e.g. uint16 (rounded, inside the input's range); default float32")
     parser.add_argument("--overwrite", action="store_true",

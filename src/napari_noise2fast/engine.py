@@ -115,6 +115,9 @@ class Method(ABC):
     display_name: ClassVar[str]
     # Methods that train on whole planes refuse larger ones (their memory grows with the plane)
     max_pixels: ClassVar[int | None] = None
+    # Methods that can train one model on a stack of planes (``noisy`` (N, 1, H, W)) and then denoise any
+    # plane with it (:meth:`predict_plane`): what :class:`RecordingRun` needs
+    trains_on_stacks: ClassVar[bool] = False
 
     def __init__(self, noisy: torch.Tensor, *, rng: np.random.Generator, level: float, warm=None):
         self.noisy = noisy
@@ -156,6 +159,11 @@ class Method(ABC):
     def carry(self):
         """What the next plane of the same job may start from (``warm``); None: nothing."""
         return None
+
+    def predict_plane(self, plane: torch.Tensor) -> torch.Tensor:
+        """A normalised plane (1, 1, H, W) denoised by the best model so far (H, W); methods that
+        ``trains_on_stacks`` only."""
+        raise NotImplementedError(f"{self.display_name} does not train one model for a stack")
 
     def validation_regions(self) -> list[tuple[int, int, int, int]] | None:
         """Where the method validates, if not on the whole plane: boxes ``(top, left, bottom, right)``.
@@ -396,3 +404,137 @@ def _as_numpy(output: torch.Tensor | np.ndarray) -> np.ndarray:
     if isinstance(output, torch.Tensor):
         return output.detach().to("cpu", torch.float32).numpy()
     return np.asarray(output, dtype=np.float32)
+
+
+# One model per recording (issue 21): it trains on at most this many frames, spread evenly over the
+# recording, and at most this many bytes of them (normalised float32) in memory at once
+RECORDING_PLANES = 16
+RECORDING_SAMPLE_BYTES = 128 * 2**20
+
+
+def recording_sample(n_planes: int, shape: tuple[int, int]) -> list[int]:
+    """The frames a recording's model trains on: up to ``RECORDING_PLANES`` (fewer where they would take more
+    than ``RECORDING_SAMPLE_BYTES``), evenly spaced from the first to the last."""
+    count = min(n_planes, RECORDING_PLANES, max(1, RECORDING_SAMPLE_BYTES // (4 * shape[0] * shape[1])))
+    return sorted({int(i) for i in np.linspace(0, n_planes - 1, count).round()})
+
+
+class RecordingRun:
+    """One model for the planes of a stack (a recording or a volume), as an iterator of :class:`Event`.
+
+    ``planes`` are the job's planes; the recording is those at ``indices`` (default: all; the job passes
+    one channel's). The method (one that ``trains_on_stacks``) trains once on a sample of them
+    (:func:`recording_sample`), every plane normalised by one map, ``value_range`` (the recording's); then
+    every plane is denoised by the best-validated model, in tiles. Training events carry the first plane's
+    index (its best output so far is what ``output_every`` attaches); then each plane gets
+    one final event (``done``) with its output, the first of them carrying the training's steps and its
+    last validation PSNR, the others ``step=0`` and NaN; a constant plane is not predicted (its output is
+    the plane itself, ``stop_reason`` ``"constant"``). Planes are read one at a time (``planes[index]``) for
+    the sample and for prediction.
+
+    Stop iterating (or :meth:`close`) during training and :meth:`normalised_result` of the first plane is
+    its best so far; planes not yet predicted have no result (the input stands).
+    """
+
+    def __init__(self, planes, method: type[Method], *, value_range: tuple, indices=None,
+                 device: str | torch.device = "auto", seed: int | None = None, max_steps: int | None = None,
+                 output_every: int | None = None, view_every: int | None = None, is_integer: bool = False,
+                 keep=None, **params):
+        if not method.trains_on_stacks:
+            raise ValueError(f"{method.display_name} cannot train one model for a stack")
+        self.planes = planes
+        self.n_planes = len(planes)  # of the whole job; this recording is the planes ``indices`` (default all)
+        self.indices = list(range(self.n_planes)) if indices is None else list(indices)
+        self.shape = tuple(planes[self.indices[0]].shape)
+        method.check_plane(self.shape)
+        self.device = resolve_device(device)
+        self.method_cls = method
+        self.params = params
+        self.max_steps = max_steps
+        self.output_every = output_every
+        self.view_every = view_every
+        self.view_factor = view_factor(self.shape)
+        self.rng = np.random.default_rng(seed)
+        self.map = IntensityMap(np.asarray(value_range, dtype=np.asarray(planes[0]).dtype))
+        self.level = 1.0 if self.map.constant else (1.0 / self.map.range if is_integer else 1.0 / 255.0)
+        self.sample = [self.indices[k] for k in recording_sample(len(self.indices), self.shape)]
+        self.keep = keep  # called with (index, normalised output) for every plane denoised
+        self.model: Method | None = None
+        self.plane_index = self.indices[0]  # the plane whose result is in the making (-1 while predicting)
+        self.step = 0
+        self.best_val_psnr = -math.inf
+        self.stop_reason: str | None = None
+        self._started: float | None = None
+
+    @property
+    def elapsed(self) -> float:
+        return 0.0 if self._started is None else time.perf_counter() - self._started
+
+    def _tensor(self, index: int) -> torch.Tensor:
+        return torch.from_numpy(self.map.normalise(self.planes[index])).to(self.device)[None, None]
+
+    def _event(self, val_psnr: float, plane: int, step: int, output=None, view=None, done=False,
+               reason: str | None = None) -> Event:
+        return Event(step=step, val_psnr=val_psnr, best_val_psnr=self.best_val_psnr, elapsed=self.elapsed,
+                     stage=self.method_cls.name, output=output, view=view, view_factor=self.view_factor,
+                     done=done, stop_reason=(reason or self.stop_reason) if done else None, plane=plane,
+                     n_planes=self.n_planes)
+
+    def __iter__(self) -> Iterator[Event]:
+        if self._started is not None:
+            raise RuntimeError("a RecordingRun can be iterated only once")
+        self._started = time.perf_counter()
+        try:
+            noisy = torch.cat([self._tensor(index) for index in self.sample])
+            self.model = self.method_cls(noisy, rng=self.rng, level=self.level, **self.params)
+            del noisy
+            val_psnr = math.nan
+            while self.stop_reason is None:
+                mse = self.model.step()
+                val_psnr = math.nan if mse is None else mse_to_psnr(mse)
+                self.step += 1
+                self.best_val_psnr = max(self.best_val_psnr, val_psnr) if not math.isnan(val_psnr) \
+                    else self.best_val_psnr
+                if self.model.stop_reason is not None:
+                    self.stop_reason = self.model.stop_reason
+                elif self.max_steps is not None and self.step >= self.max_steps:
+                    self.stop_reason = "max_steps"
+                if self.stop_reason is None:
+                    wanted = self.output_every is not None and self.step % self.output_every == 0
+                    viewed = self.view_every is not None and self.step % self.view_every == 0
+                    output = self.preview() if wanted else None
+                    view = downsample(self.model.preview(), self.view_factor) if viewed else None
+                    yield self._event(val_psnr, self.indices[0], self.step, output, self._intensity(view))
+            self.plane_index = -1
+            for index in self.indices:
+                first = index == self.indices[0]  # its event carries the last step's number and validation
+                step, val_psnr = (self.step, val_psnr) if first else (0, math.nan)
+                plane = np.asarray(self.planes[index])
+                if plane.min() == plane.max():  # a constant plane comes back unchanged, as on its own
+                    yield self._event(val_psnr, index, step, plane.astype(np.float32), done=True, reason="constant")
+                    continue
+                normalised = _as_numpy(self.model.predict_plane(self._tensor(index)))
+                if self.keep is not None:
+                    self.keep(index, normalised)
+                yield self._event(val_psnr, index, step, self._intensity(normalised), done=True)
+        finally:
+            if self.stop_reason is None:
+                self.stop_reason = "cancelled"
+
+    def _intensity(self, normalised):
+        return None if normalised is None else self.map.back(normalised, self.map.display_dtype())
+
+    def close(self) -> None:
+        if self.stop_reason is None:
+            self.stop_reason = "cancelled"
+
+    def normalised_result(self) -> np.ndarray | None:
+        """The first plane's best so far while training (None before any validation: the input stands)."""
+        if self.model is None or self.plane_index < 0:
+            return None
+        return _as_numpy(self.model.preview())
+
+    def preview(self) -> np.ndarray | None:
+        """The first plane's best output so far in the input's intensities (None before the model exists)."""
+        normalised = None if self.model is None else _as_numpy(self.model.preview())
+        return self._intensity(normalised)

@@ -115,20 +115,24 @@ def _odd(size: int, like: torch.Tensor, dim: int) -> torch.Tensor:
     return odd if dim == -1 else odd[:, None]
 
 
-def pair_crops(image: torch.Tensor, pair: int, corners, shape: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+def pair_crops(image: torch.Tensor, pair: int, corners, shape: tuple[int, int],
+               planes=None) -> tuple[torch.Tensor, torch.Tensor]:
     """Crops of pair ``pair`` of :func:`chequerboard_pairs` (``image`` shape (1, C, H, W)), batched.
 
     Each crop is ``pair_image[..., top:top + h, left:left + w]`` for ``(top, left)`` in ``corners``
     and ``(h, w) = shape``, cut from the plane directly (the pairs are never built whole): for the
     "up" pairs (0, 1) ``left`` and ``w`` must be even, for the "left" pairs (2, 3) ``top`` and ``h``.
+    With ``planes`` (one index per corner) ``image`` is a stack (N, C, H, W) and each crop comes from
+    its own plane.
     """
     height, width = shape
     sources, targets = [], []
-    for top, left in corners:
+    for index, (top, left) in enumerate(corners):
+        plane = image if planes is None else image[planes[index]:planes[index] + 1]
         if pair < 2:
-            region = image[..., 2 * top:2 * (top + height), left:left + width]
+            region = plane[..., 2 * top:2 * (top + height), left:left + width]
         else:
-            region = image[..., top:top + height, 2 * left:2 * (left + width)]
+            region = plane[..., top:top + height, 2 * left:2 * (left + width)]
         source, target = chequerboard_pairs(region)[pair]
         sources.append(source)
         targets.append(target)
@@ -225,7 +229,13 @@ def noise2fast_network(width: int = 64) -> nn.Sequential:
 
 
 class Noise2Fast(Method):
-    """Noise2Fast on one plane.
+    """Noise2Fast on one plane, or one model for the planes of a recording.
+
+    Given a stack of planes (``noisy`` of shape (N, 1, H, W), N > 1: a sample of a recording's frames,
+    see :class:`~napari_noise2fast.engine.RecordingRun`), it trains in bounded mode at any plane size:
+    every step's crops (``budget`` pixels, or one half-plane's where that is less) come from all the
+    planes' pairs, and validation is on fixed tiles spread over all of them; :meth:`predict_plane` then
+    denoises any frame with the best weights.
 
     Parameters
     ----------
@@ -320,6 +330,7 @@ class Noise2Fast(Method):
 
     name = "noise2fast"
     display_name = "Noise2Fast"
+    trains_on_stacks = True
 
     @classmethod
     def check_params(cls, preset: str = "fast", **overrides) -> dict:
@@ -367,10 +378,22 @@ class Noise2Fast(Method):
         self.noisy = noisy.contiguous(memory_format=self.memory_format)
         plane = tuple(noisy.shape[-2:])
         budget = settings["budget"]
-        self.bounded = bool(budget) and max(math.prod(pair_shape(plane, k)) for k in range(4)) > budget
+        self.n_planes = int(noisy.shape[0])
+        if self.n_planes > 1 and not budget:
+            raise ValueError("Noise2Fast trains one model on a stack's planes in bounded mode only; "
+                             "budget must be positive")
+        half_plane = max(math.prod(pair_shape(plane, k)) for k in range(4))
+        self.bounded = bool(budget) and (self.n_planes > 1 or half_plane > budget)
+        # pixels per step: the budget, or for a stack of small planes one half-plane (a step costs what it
+        # does on one of them)
+        self.step_pixels = min(budget, half_plane) if self.bounded else None
         if self.bounded:
-            self.pairs = None  # crops are cut from the plane at each step
-            self.tiles = validation_tiles(noisy, settings["validation"])
+            self.pairs = None  # crops are cut from the planes at each step
+            # (plane, tile): the fixed validation subset, shared out over the planes
+            share = max(1, settings["validation"] // self.n_planes)
+            self.validation_set = [(index, region) for index in range(self.n_planes)
+                                   for region in validation_tiles(noisy[index:index + 1], share)]
+            self.tiles = [region for _, region in self.validation_set] if self.n_planes == 1 else None
         else:
             self.pairs = [(source.contiguous(memory_format=self.memory_format), target)
                           for source, target in chequerboard_pairs(noisy)]
@@ -421,7 +444,7 @@ class Noise2Fast(Method):
         self._canvas: np.ndarray | None = None  # the progressive view (see view)
         self._view_tiles = None
         self._best: tuple = (None, None)  # (key, network with the best weights)
-        self._passes: dict[int, list[tuple[int, int]]] = {}  # per pair: the grid crops left in this pass
+        self._passes: dict[int, list[tuple[int, int, int]]] = {}  # per pair: the grid crops left in this pass
 
     def _autocast(self):
         return autocast(self.noisy.device, self.compute_dtype)
@@ -446,10 +469,12 @@ class Noise2Fast(Method):
         pair_height, pair_width = pair_shape(tuple(self.noisy.shape[-2:]), pair)
         crop = self.settings["crop"]
         height, width = min(crop, pair_height), min(crop, pair_width)
-        count = max(1, self.settings["budget"] // (height * width))
+        count = max(1, self.step_pixels // (height * width))
         if self.settings["sampling"] == "tiles":
-            tops, lefts = np.array(self._next_crops(pair, (pair_height, pair_width), (height, width), count)).T
+            planes, tops, lefts = np.array(self._next_crops(pair, (pair_height, pair_width), (height, width),
+                                                            count)).T
         else:
+            planes = self.rng.integers(0, self.n_planes, count)
             tops = self.rng.integers(0, pair_height - height + 1, count)
             lefts = self.rng.integers(0, pair_width - width + 1, count)
             if pair < 2:  # the chequerboard's phase follows the parity of the column (up pairs) or row (left)
@@ -458,25 +483,27 @@ class Noise2Fast(Method):
                 tops -= tops % 2
         margin = RECEPTIVE_RADIUS if self.settings["context"] else 0  # even: the phase holds
         groups: dict[tuple, list] = {}
-        for top, left in zip(tops.tolist(), lefts.tolist(), strict=True):  # crops of one cut shape batch together
+        for index, top, left in zip(planes.tolist(), tops.tolist(), lefts.tolist(), strict=True):
             (rows, cols), inner = with_margin((top, left, top + height, left + width), (pair_height, pair_width),
                                               margin)
-            shape = (rows.stop - rows.start, cols.stop - cols.start)
-            groups.setdefault((shape, inner[0].start, inner[1].start), []).append((rows.start, cols.start))
+            shape = (rows.stop - rows.start, cols.stop - cols.start)  # crops of one cut shape batch together
+            groups.setdefault((shape, inner[0].start, inner[1].start), []).append((index, rows.start, cols.start))
         batches = []
-        for (shape, above, before), corners in groups.items():
-            sources, targets = pair_crops(self.noisy, pair, corners, shape)
+        for (shape, above, before), cut in groups.items():
+            indices, corners = [index for index, _, _ in cut], [(row, col) for _, row, col in cut]
+            sources, targets = pair_crops(self.noisy, pair, corners, shape, planes=indices)
             inner = (slice(above, above + height), slice(before, before + width))
             batches.append((sources.contiguous(memory_format=self.memory_format), targets[(..., *inner)], inner))
         return batches
 
     def _next_crops(self, pair: int, shape: tuple[int, int], crop: tuple[int, int], count: int) -> list:
-        """The next ``count`` corners of pair ``pair``'s crop grid, a new shuffled pass begun where one ends."""
-        chosen: list[tuple[int, int]] = []
+        """The next ``count`` (plane, top, left) of pair ``pair``'s crop grid over every plane, a new shuffled
+        pass begun where one ends."""
+        chosen: list[tuple[int, int, int]] = []
         while len(chosen) < count:
             left = self._passes.get(pair)
             if not left:
-                grid = crop_grid(shape, crop, pair)
+                grid = [(index, *corner) for index in range(self.n_planes) for corner in crop_grid(shape, crop, pair)]
                 left = self._passes[pair] = [grid[i] for i in self.rng.permutation(len(grid))]
             take = min(count - len(chosen), len(left))
             chosen += left[:take]
@@ -520,11 +547,21 @@ class Noise2Fast(Method):
             return network(tile.contiguous(memory_format=self.memory_format))
         return forward
 
-    def predict(self, network: nn.Module) -> torch.Tensor:
-        """``network``'s output (H, W, float32) on the whole plane, in tiles as memory requires."""
+    def predict(self, network: nn.Module, plane: torch.Tensor | None = None) -> torch.Tensor:
+        """``network``'s output (H, W, float32) on the whole plane (default: the first of ``noisy``; else
+        ``plane``, shape (1, 1, H, W)), in tiles as memory requires."""
+        plane = self.noisy[:1] if plane is None else plane.contiguous(memory_format=self.memory_format)
         with torch.inference_mode(), self._autocast():
-            return torch.sigmoid(predict_in_tiles(self._forward(network), self.noisy, RECEPTIVE_RADIUS,
+            return torch.sigmoid(predict_in_tiles(self._forward(network), plane, RECEPTIVE_RADIUS,
                                                   bytes_per_pixel=16 * self.settings["width"])).contiguous()
+
+    def predict_plane(self, plane: torch.Tensor) -> torch.Tensor:
+        """Any normalised plane (1, 1, H, W) denoised by the best-validated network (the training network
+        before any validation), in tiles: how a recording's frames are denoised by one model."""
+        network = self._best_network() if self.best_state is not None else self.network
+        if self.settings["augment"]:
+            return self.augmented(network, plane)
+        return self.predict(network, plane)
 
     def _subset_mse(self, network: nn.Module) -> float:
         """Validation MSE on the fixed tiles, each predicted with its receptive field's context."""
@@ -532,10 +569,10 @@ class Noise2Fast(Method):
         total, count = 0.0, 0
         forward = self._forward(network)
         with torch.inference_mode(), self._autocast():
-            for top, left, bottom, right in self.tiles:
+            for index, (top, left, bottom, right) in self.validation_set:
                 cut, inner = with_margin((top, left, bottom, right), shape, RECEPTIVE_RADIUS)
-                logits = forward(self.noisy[(..., *cut)])[0, 0][inner]
-                error = torch.sigmoid(logits.float()) - self.noisy[0, 0, top:bottom, left:right]
+                logits = forward(self.noisy[(slice(index, index + 1), slice(None), *cut)])[0, 0][inner]
+                error = torch.sigmoid(logits.float()) - self.noisy[index, 0, top:bottom, left:right]
                 total += float(torch.sum(error**2))
                 count += error.numel()
         return total / count
@@ -640,7 +677,7 @@ class Noise2Fast(Method):
         with torch.inference_mode(), self._autocast():
             for _ in range(max(1, VIEW_PIXELS // side**2)):
                 kept, cut, inner = next(self._view_tiles)
-                output = torch.sigmoid(forward(self.noisy[(..., *cut)])[0, 0][inner].float())
+                output = torch.sigmoid(forward(self.noisy[(slice(0, 1), slice(None), *cut)])[0, 0][inner].float())
                 self._canvas[kept[0].start // factor:-(-kept[0].stop // factor),
                              kept[1].start // factor:-(-kept[1].stop // factor)] = downsample(output, factor)
         return self._canvas
@@ -652,12 +689,14 @@ class Noise2Fast(Method):
             self._best = (key, self._with_weights(self.best_state))
         return self._best[1]
 
-    def augmented(self, network: nn.Module) -> torch.Tensor:
-        """The mean of ``network``'s outputs on the eight flips and rotations of the plane, each undone."""
-        total = torch.zeros(self.noisy.shape[-2:], dtype=torch.float32, device=self.noisy.device)
+    def augmented(self, network: nn.Module, plane: torch.Tensor | None = None) -> torch.Tensor:
+        """The mean of ``network``'s outputs on the eight flips and rotations of the plane (default: the first
+        of ``noisy``), each undone."""
+        plane = self.noisy[:1] if plane is None else plane
+        total = torch.zeros(plane.shape[-2:], dtype=torch.float32, device=plane.device)
         with torch.inference_mode(), self._autocast():
             for k in range(8):
-                logits = predict_in_tiles(self._forward(network), dihedral(self.noisy, k), RECEPTIVE_RADIUS,
+                logits = predict_in_tiles(self._forward(network), dihedral(plane, k), RECEPTIVE_RADIUS,
                                           bytes_per_pixel=16 * self.settings["width"])
                 total += dihedral(torch.sigmoid(logits), k, inverse=True)
         return total / 8
