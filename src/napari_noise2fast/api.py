@@ -6,6 +6,7 @@ channel is denoised independently by the engine.
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable, Iterator
 
@@ -14,8 +15,9 @@ import torch
 
 from napari_noise2fast.checks import check_bool, check_int, check_positive_or_none, check_str
 from napari_noise2fast.devices import resolve_device
-from napari_noise2fast.engine import Event, PlaneRun, RecordingRun
+from napari_noise2fast.engine import Event, PlaneRun, RecordingRun, recording_sample
 from napari_noise2fast.intensity import IntensityMap, cast, float_max, integer_bounds
+from napari_noise2fast.lazy import Planes, is_lazy, is_zarr_path, open_zarr
 from napari_noise2fast.methods import get_method
 
 MIN_PLANE_SIZE = 8
@@ -30,8 +32,12 @@ def count_planes(image, axes: str | None = None, channel_axis: int | None = None
     return int(np.prod([n for i, n in enumerate(shape) if i not in (y, x)], dtype=np.int64))
 
 
-def _check_image(image) -> np.ndarray:
-    array = np.asarray(image)
+def _check_image(image) -> tuple[object, str | None]:
+    """The array to denoise (lazy inputs stay lazy: nothing is read here) and the axes a zarr store names."""
+    store_axes = None
+    if is_zarr_path(image):
+        image, store_axes = open_zarr(image)
+    array = image if is_lazy(image) else np.asarray(image)
     if array.dtype.kind == "b":
         raise ValueError("image has a boolean dtype; a noisy image must hold numbers")
     if array.dtype.kind == "c":
@@ -40,11 +46,11 @@ def _check_image(image) -> np.ndarray:
         raise ValueError(f"image must be an integer or floating-point array, got dtype {array.dtype}")
     if array.ndim < 2:
         raise ValueError(f"image must have at least 2 dimensions (Y, X), got shape {array.shape}")
-    if array.size == 0:
+    if math.prod(array.shape) == 0:
         raise ValueError(f"image is empty (shape {array.shape})")
-    if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
+    if not is_lazy(array) and array.dtype.kind == "f" and not np.all(np.isfinite(array)):
         raise ValueError("image contains NaN or infinite values; replace them before denoising")
-    return array
+    return array, store_axes  # a lazy input is checked block by block as it is read (lazy.Planes)
 
 
 def _resolve_layout(shape: tuple[int, ...], axes: str | None, channel_axis: int | None) -> tuple[int, int, int | None]:
@@ -78,11 +84,12 @@ def _resolve_layout(shape: tuple[int, ...], axes: str | None, channel_axis: int 
     return spatial[-2], spatial[-1], channel_axis
 
 
-def _output_dtype(array: np.ndarray, low, high, dtype) -> np.dtype:
+def _output_dtype(array, low, high, dtype) -> np.dtype:
     """float32 by default (a constant image: its own dtype, so it comes back unchanged); ValueError where
-    the dtype asked for (or float32) cannot hold the image's values, ``low`` to ``high``."""
+    the dtype asked for (or float32) cannot hold the image's values, ``low`` to ``high`` (None for a lazy
+    input, not read yet: its values are clipped to the dtype's range at the end)."""
     if dtype is None:
-        out = array.dtype if low == high else np.dtype(np.float32)
+        out = array.dtype if low is not None and low == high else np.dtype(np.float32)
     else:
         try:
             out = np.dtype(dtype)
@@ -90,6 +97,8 @@ def _output_dtype(array: np.ndarray, low, high, dtype) -> np.dtype:
             raise ValueError(f"dtype must be a NumPy integer or floating-point dtype, got {dtype!r}") from error
     if out.kind not in "uif" or out.itemsize > 8:
         raise ValueError(f"dtype must be a NumPy integer or floating-point dtype of at most 64 bits, got {out}")
+    if low is None:
+        return out
     if out.kind in "ui":
         integer_bounds(low, high, out)  # ValueError if the dtype holds none of the image's values
     elif not (-float_max(out) <= float(low) and float(high) <= float_max(out)):
@@ -112,17 +121,16 @@ class DenoiseJob:
                  stack: str = "warm"):
         self._image = image
         y, x, c = layout
-        leading = [i for i in range(image.ndim) if i not in (y, x)]
+        self._planes = Planes(image, layout)  # read one at a time where the input is lazy
+        leading = self._planes.leading
         self._order = (*leading, y, x)
         self._channel = leading.index(c) if c is not None else None  # the channel's place among the leading axes
-        moved = np.transpose(image, self._order)
-        self._moved_shape = moved.shape
-        self._planes = moved.reshape(-1, *moved.shape[-2:])
+        self._moved_shape = (*self._planes.leading_shape, *self._planes.shape[1:])
         # results as they are kept: normalised float32 and each plane's map back (None: the input plane itself)
         self._results = np.empty(self._planes.shape, dtype=np.float32)
         self._maps: list[IntensityMap | None] = [None] * len(self._planes)
         self._done = np.zeros(len(self._planes), dtype=bool)
-        self._low, self._high = value_range if value_range is not None else (image.min(), image.max())
+        self._range = value_range  # None for a lazy input: the range read so far (self._planes)
         self._method = get_method(method)
         self._is_integer = image.dtype.kind in "ui"
         self._seeds = seeds
@@ -137,6 +145,14 @@ class DenoiseJob:
         return len(self._planes)
 
     @property
+    def _low(self):
+        return self._range[0] if self._range is not None else self._planes.low
+
+    @property
+    def _high(self):
+        return self._range[1] if self._range is not None else self._planes.high
+
+    @property
     def device(self) -> torch.device:
         """The device the job trains on (``"auto"`` already resolved)."""
         return self._run_kwargs["device"]
@@ -145,12 +161,15 @@ class DenoiseJob:
         if self.stack != "recording":
             yield from self._plane_events(range(self.n_planes))
             return
+        shape = self._planes.shape[1:]
         for indices in self._channel_groups():  # one model per channel: channels differ in kind and range
-            low, high = self._planes[indices].min(), self._planes[indices].max()
-            if len(indices) > 1 and low != high:
-                yield from self._recording_events(indices, (low, high))
-            else:
-                yield from self._plane_events(indices)
+            if len(indices) > 1:
+                sample = [indices[k] for k in recording_sample(len(indices), shape)]
+                planes = np.stack([self._planes[index] for index in sample])  # its first read of them
+                if planes.min() != planes.max():
+                    yield from self._recording_events(indices, planes)
+                    continue
+            yield from self._plane_events(indices)
 
     def _plane_events(self, indices) -> Iterator[Event]:
         """Plane after plane, each warm-started from the one before where the method can."""
@@ -174,11 +193,12 @@ class DenoiseJob:
         channel = np.unravel_index(np.arange(self.n_planes), self._moved_shape[:-2])[self._channel]
         return [np.flatnonzero(channel == k).tolist() for k in range(self._moved_shape[self._channel])]
 
-    def _recording_events(self, indices: list[int], value_range: tuple) -> Iterator[Event]:
-        """One model for the planes ``indices`` (``stack="recording"``): see
+    def _recording_events(self, indices: list[int], sample: np.ndarray) -> Iterator[Event]:
+        """One model for the planes ``indices`` (``stack="recording"``), trained on ``sample`` (their
+        :func:`~napari_noise2fast.engine.recording_sample`, read): see
         :class:`~napari_noise2fast.engine.RecordingRun`."""
         kwargs = {k: v for k, v in self._run_kwargs.items() if k != "preview"}
-        self.current = run = RecordingRun(self._planes, self._method, indices=indices, value_range=value_range,
+        self.current = run = RecordingRun(self._planes, self._method, indices=indices, sample=sample,
                                           seed=self._seeds[indices[0]], is_integer=self._is_integer,
                                           keep=lambda index, normalised: self._store(index, normalised, run.map),
                                           **kwargs)
@@ -192,10 +212,7 @@ class DenoiseJob:
 
     def plane_location(self, index: int) -> tuple:
         """Index into the input array of plane ``index`` (integers on the other axes, ``:`` on Y and X)."""
-        location: list = [slice(None)] * self._image.ndim
-        for axis, position in zip(self._order[:-2], np.unravel_index(index, self._moved_shape[:-2]), strict=True):
-            location[axis] = int(position)
-        return tuple(location)
+        return self._planes.location(index)
 
     def _keep(self, index: int, run: PlaneRun) -> None:
         normalised = run.normalised_result()
@@ -281,8 +298,8 @@ def iter_denoise(
     job_arguments = check_denoise(image, method, axes=axes, channel_axis=channel_axis, device=device, seed=seed,
                                   max_steps=max_steps, output_every=output_every, view_every=view_every,
                                   dtype=dtype, preview=preview, stack=stack, **params)
-    low, high = job_arguments[-2]
-    if low == high:
+    low, high = job_arguments[-2] or (None, None)
+    if low is not None and low == high:
         warnings.warn("image is constant; it is returned unchanged", UserWarning, stacklevel=2)
     return DenoiseJob(*job_arguments)
 
@@ -295,7 +312,9 @@ def check_denoise(image, method: str = "noise2fast", *, axes=None, channel_axis=
     Returns the arguments of the :class:`DenoiseJob` they make.
     """
     check_str("method", method, allow_none=False)
-    array = _check_image(image)
+    array, store_axes = _check_image(image)
+    if axes is None and channel_axis is None and store_axes is not None and len(store_axes) == array.ndim:
+        axes = store_axes
     layout = _resolve_layout(array.shape, axes, channel_axis)
     y, x, _ = layout
     if array.shape[y] < MIN_PLANE_SIZE or array.shape[x] < MIN_PLANE_SIZE:
@@ -313,8 +332,9 @@ def check_denoise(image, method: str = "noise2fast", *, axes=None, channel_axis=
     check_positive_or_none("view_every", view_every)
     seed = check_int("seed", seed, minimum=0)
     check_bool("preview", preview)
-    value_range = (array.min(), array.max())  # one pass, shared by the dtype check and the job
-    out_dtype = _output_dtype(array, *value_range, dtype)
+    # one pass, shared by the dtype check and the job; a lazy input's range is found as it is read
+    value_range = None if is_lazy(array) else (array.min(), array.max())
+    out_dtype = _output_dtype(array, *(value_range or (None, None)), dtype)
     n_planes = count_planes(array, axes, channel_axis)
     seeds = [int(s.generate_state(1)[0]) for s in np.random.SeedSequence(seed).spawn(n_planes)] \
         if seed is not None else [None] * n_planes

@@ -424,28 +424,34 @@ class RecordingRun:
 
     ``planes`` are the job's planes; the recording is those at ``indices`` (default: all; the job passes
     one channel's). The method (one that ``trains_on_stacks``) trains once on a sample of them
-    (:func:`recording_sample`), every plane normalised by one map, ``value_range`` (the recording's); then
-    every plane is denoised by the best-validated model, in tiles. Training events carry the first plane's
-    index (its best output so far is what ``output_every`` attaches); then each plane gets
-    one final event (``done``) with its output, the first of them carrying the training's steps and its
-    last validation PSNR, the others ``step=0`` and NaN; a constant plane is not predicted (its output is
-    the plane itself, ``stop_reason`` ``"constant"``). Planes are read one at a time (``planes[index]``) for
-    the sample and for prediction.
+    (:func:`recording_sample`), every plane normalised by one map, ``value_range`` (default: the sample's);
+    then every plane is denoised by the best-validated model, in tiles. Training events carry the first
+    plane's index (its best output so far is what ``output_every`` attaches); then each plane gets one
+    final event (``done``) with its output, the first of them carrying the training's steps and its last
+    validation PSNR, the others ``step=0`` and NaN; a constant plane is not predicted (its output is the
+    plane itself, ``stop_reason`` ``"constant"``). Planes are read one at a time (``planes[index]``) for
+    the sample and for prediction; ``sample``, if given, is the sample's planes already read.
 
     Stop iterating (or :meth:`close`) during training and :meth:`normalised_result` of the first plane is
     its best so far; planes not yet predicted have no result (the input stands).
     """
 
-    def __init__(self, planes, method: type[Method], *, value_range: tuple, indices=None,
-                 device: str | torch.device = "auto", seed: int | None = None, max_steps: int | None = None,
-                 output_every: int | None = None, view_every: int | None = None, is_integer: bool = False,
-                 keep=None, **params):
+    def __init__(self, planes, method: type[Method], *, value_range: tuple | None = None, indices=None,
+                 sample: np.ndarray | None = None, device: str | torch.device = "auto", seed: int | None = None,
+                 max_steps: int | None = None, output_every: int | None = None, view_every: int | None = None,
+                 is_integer: bool = False, keep=None, **params):
         if not method.trains_on_stacks:
             raise ValueError(f"{method.display_name} cannot train one model for a stack")
         self.planes = planes
         self.n_planes = len(planes)  # of the whole job; this recording is the planes ``indices`` (default all)
         self.indices = list(range(self.n_planes)) if indices is None else list(indices)
-        self.shape = tuple(planes[self.indices[0]].shape)
+        shape = getattr(planes, "shape", None)  # a stack or :class:`~napari_noise2fast.lazy.Planes`: no read
+        self.shape = tuple(shape[-2:]) if shape is not None else tuple(planes[self.indices[0]].shape)
+        self.sample = [self.indices[k] for k in recording_sample(len(self.indices), self.shape)]
+        # the sample's planes as read (given by a caller that has read them already), and the value range
+        self._sample = np.stack([planes[index] for index in self.sample]) if sample is None else sample
+        if value_range is None:
+            value_range = (self._sample.min(), self._sample.max())
         method.check_plane(self.shape)
         self.device = resolve_device(device)
         self.method_cls = method
@@ -455,9 +461,8 @@ class RecordingRun:
         self.view_every = view_every
         self.view_factor = view_factor(self.shape)
         self.rng = np.random.default_rng(seed)
-        self.map = IntensityMap(np.asarray(value_range, dtype=np.asarray(planes[0]).dtype))
+        self.map = IntensityMap(np.asarray(value_range, dtype=self._sample.dtype))
         self.level = 1.0 if self.map.constant else (1.0 / self.map.range if is_integer else 1.0 / 255.0)
-        self.sample = [self.indices[k] for k in recording_sample(len(self.indices), self.shape)]
         self.keep = keep  # called with (index, normalised output) for every plane denoised
         self.model: Method | None = None
         self.plane_index = self.indices[0]  # the plane whose result is in the making (-1 while predicting)
@@ -485,7 +490,8 @@ class RecordingRun:
             raise RuntimeError("a RecordingRun can be iterated only once")
         self._started = time.perf_counter()
         try:
-            noisy = torch.cat([self._tensor(index) for index in self.sample])
+            noisy = torch.from_numpy(self.map.normalise(self._sample)).to(self.device)[:, None]
+            self._sample = None
             self.model = self.method_cls(noisy, rng=self.rng, level=self.level, **self.params)
             del noisy
             val_psnr = math.nan
