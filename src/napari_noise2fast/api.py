@@ -19,6 +19,7 @@ from napari_noise2fast.engine import Event, PlaneRun, RecordingRun, recording_sa
 from napari_noise2fast.intensity import IntensityMap, cast, float_max, integer_bounds
 from napari_noise2fast.lazy import Planes, is_lazy, is_zarr_path, open_zarr
 from napari_noise2fast.methods import get_method
+from napari_noise2fast.output import Output
 
 MIN_PLANE_SIZE = 8
 CHANNEL_LETTERS = "CS"
@@ -118,7 +119,7 @@ class DenoiseJob:
 
     def __init__(self, image: np.ndarray, layout: tuple[int, int, int | None], out_dtype: np.dtype,
                  method: str, seeds: list[int | None], run_kwargs: dict, value_range: tuple | None = None,
-                 stack: str = "warm"):
+                 stack: str = "warm", out=None):
         self._image = image
         y, x, c = layout
         self._planes = Planes(image, layout)  # read one at a time where the input is lazy
@@ -126,10 +127,20 @@ class DenoiseJob:
         self._order = (*leading, y, x)
         self._channel = leading.index(c) if c is not None else None  # the channel's place among the leading axes
         self._moved_shape = (*self._planes.leading_shape, *self._planes.shape[1:])
-        # results as they are kept: normalised float32 and each plane's map back (None: the input plane itself)
-        self._results = np.empty(self._planes.shape, dtype=np.float32)
+        self._out = None if out is None else Output(
+            out, image.shape, out_dtype, len(self._planes), self._planes.location, leading, image=image,
+            transpose=x < y,
+            signature={"method": method, "stack": stack, "seed": seeds[0], "shape": list(image.shape),
+                       "dtype": str(image.dtype), "out_dtype": str(np.dtype(out_dtype)),
+                       "settings": {k: v for k, v in run_kwargs.items()
+                                    if k not in ("device", "output_every", "view_every")}})
+        # results as they are kept: normalised float32 and each plane's map back (None: the input plane
+        # itself); with ``out``, written there instead
+        self._results = np.empty(self._planes.shape if out is None else (0,), dtype=np.float32)
         self._maps: list[IntensityMap | None] = [None] * len(self._planes)
         self._done = np.zeros(len(self._planes), dtype=bool)
+        if self._out is not None:
+            self._done[sorted(self._out.finished)] = True  # a resumed run: these are not done again
         self._range = value_range  # None for a lazy input: the range read so far (self._planes)
         self._method = get_method(method)
         self._is_integer = image.dtype.kind in "ui"
@@ -162,19 +173,32 @@ class DenoiseJob:
             yield from self._plane_events(range(self.n_planes))
             return
         shape = self._planes.shape[1:]
-        for indices in self._channel_groups():  # one model per channel: channels differ in kind and range
+        for group, indices in enumerate(self._channel_groups()):  # one model per channel: channels differ
+            if all(self._done[indices]):
+                yield from self._resumed(indices)
+                continue
             if len(indices) > 1:
                 sample = [indices[k] for k in recording_sample(len(indices), shape)]
                 planes = np.stack([self._planes[index] for index in sample])  # its first read of them
                 if planes.min() != planes.max():
-                    yield from self._recording_events(indices, planes)
+                    yield from self._recording_events(group, indices, planes)
                     continue
             yield from self._plane_events(indices)
+
+    def _resumed(self, indices) -> Iterator[Event]:
+        """A done event for each plane a resumed run finds finished in ``out``."""
+        for index in indices:
+            yield Event(step=0, val_psnr=math.nan, best_val_psnr=math.nan, elapsed=0.0, stage=self._method.name,
+                        done=True, stop_reason="resumed", plane=index, n_planes=self.n_planes)
 
     def _plane_events(self, indices) -> Iterator[Event]:
         """Plane after plane, each warm-started from the one before where the method can."""
         warm = None
         for index in indices:
+            if self._done[index]:
+                yield from self._resumed([index])
+                warm = None if self._out is None else self._out.load_model("warm")  # where the plane left off
+                continue
             self.current = PlaneRun(
                 self._planes[index], self._method, seed=self._seeds[index], is_integer=self._is_integer,
                 plane_index=index, n_planes=self.n_planes, warm=warm, **self._run_kwargs,
@@ -182,8 +206,10 @@ class DenoiseJob:
             for event in self.current:
                 if event.done:
                     self._keep(index, self.current)
+                    warm = self.current.carry() or warm
+                    if self._out is not None and warm is not None:
+                        self._out.save_model("warm", warm)  # for a resumed run: the next plane starts here
                 yield event
-            warm = self.current.carry() or warm
         self.current = None
 
     def _channel_groups(self) -> list[list[int]]:
@@ -193,21 +219,33 @@ class DenoiseJob:
         channel = np.unravel_index(np.arange(self.n_planes), self._moved_shape[:-2])[self._channel]
         return [np.flatnonzero(channel == k).tolist() for k in range(self._moved_shape[self._channel])]
 
-    def _recording_events(self, indices: list[int], sample: np.ndarray) -> Iterator[Event]:
-        """One model for the planes ``indices`` (``stack="recording"``), trained on ``sample`` (their
-        :func:`~napari_noise2fast.engine.recording_sample`, read): see
-        :class:`~napari_noise2fast.engine.RecordingRun`."""
+    def _recording_events(self, group: int, indices: list[int], sample: np.ndarray) -> Iterator[Event]:
+        """One model for the planes ``indices`` (``stack="recording"``; channel ``group``), trained on
+        ``sample`` (their :func:`~napari_noise2fast.engine.recording_sample`, read), or with ``out`` of a
+        resumed run the model stored there: see :class:`~napari_noise2fast.engine.RecordingRun`."""
         kwargs = {k: v for k, v in self._run_kwargs.items() if k != "preview"}
-        self.current = run = RecordingRun(self._planes, self._method, indices=indices, sample=sample,
-                                          seed=self._seeds[indices[0]], is_integer=self._is_integer,
-                                          keep=lambda index, normalised: self._store(index, normalised, run.map),
-                                          **kwargs)
+        out = self._out
+        self.current = run = RecordingRun(
+            self._planes, self._method, indices=indices, sample=sample, seed=self._seeds[indices[0]],
+            is_integer=self._is_integer, keep=lambda index, normalised: self._store(index, normalised, run.map),
+            trained=None if out is None else out.load_model(group),
+            on_trained=None if out is None else (lambda state: out.save_model(group, state)),
+            skip=[index for index in indices if self._done[index]], **kwargs)
         yield from run
         self.current = None
 
-    def _store(self, index: int, normalised: np.ndarray, plane_map: IntensityMap) -> None:
-        self._results[index] = normalised
-        self._maps[index] = plane_map
+    def _store(self, index: int, normalised: np.ndarray | None, plane_map: IntensityMap | None) -> None:
+        """Keep plane ``index``'s result (``normalised`` None: the plane itself, unchanged)."""
+        if self._out is not None:
+            if normalised is None:
+                values = self._planes[index]
+                values = values if values.dtype == self.out_dtype else self.cast(values)
+            else:
+                values = plane_map.back(normalised, self.out_dtype, self._low, self._high)
+            self._out.write(index, values)
+        elif normalised is not None:
+            self._results[index] = normalised
+            self._maps[index] = plane_map
         self._done[index] = True
 
     def plane_location(self, index: int) -> tuple:
@@ -215,10 +253,7 @@ class DenoiseJob:
         return self._planes.location(index)
 
     def _keep(self, index: int, run: PlaneRun) -> None:
-        normalised = run.normalised_result()
-        if normalised is not None:
-            self._store(index, normalised, run.map)
-        self._done[index] = True
+        self._store(index, run.normalised_result(), run.map)
 
     def cast(self, values: np.ndarray) -> np.ndarray:
         """``values`` (an event's output) in the job's output dtype: integers rounded and clipped to the
@@ -229,6 +264,8 @@ class DenoiseJob:
         running = self.current is not None and self.current.plane_index == index and not self._done[index]
         if running:
             normalised, plane_map = self.current.normalised_result(), self.current.map
+        elif self._out is not None:  # not finished (finished ones are in out already): the input stands
+            normalised, plane_map = None, None
         else:
             normalised, plane_map = self._results[index], self._maps[index]
         if normalised is None or plane_map is None:  # constant or not started: the input plane itself
@@ -250,8 +287,19 @@ class DenoiseJob:
             self.current.close()
         self.events.close()
 
-    def result(self) -> np.ndarray:
-        """The denoised image so far, in the input's shape and the output dtype."""
+    def result(self):
+        """The denoised image so far, in the input's shape and the output dtype: a NumPy array, or ``out``.
+
+        A NumPy ``out`` gets what a job without one returns (the planes not finished too); a zarr ``out``
+        holds the finished planes only, so that a run started again on it goes on where this one stopped.
+        """
+        if self._out is not None:
+            x_first = self._planes.x < self._planes.y
+            if not self._out.resumable:
+                for index in np.flatnonzero(~self._done):
+                    values = self._plane_result(int(index))
+                    self._out.array[self._planes.location(int(index))] = values.T if x_first else values
+            return self._out.array
         results = np.empty(self._planes.shape, dtype=self.out_dtype)
         for index in range(self.n_planes):
             results[index] = self._plane_result(index)
@@ -273,6 +321,7 @@ def iter_denoise(
     dtype=None,
     preview: bool = True,
     stack: str | None = None,
+    out=None,
     **params,
 ) -> DenoiseJob:
     """Streaming form of :func:`denoise`: a job that yields :class:`~napari_noise2fast.engine.Event`.
@@ -297,16 +346,16 @@ def iter_denoise(
     """
     job_arguments = check_denoise(image, method, axes=axes, channel_axis=channel_axis, device=device, seed=seed,
                                   max_steps=max_steps, output_every=output_every, view_every=view_every,
-                                  dtype=dtype, preview=preview, stack=stack, **params)
+                                  dtype=dtype, preview=preview, stack=stack, out=out, **params)
     low, high = job_arguments[-2] or (None, None)
     if low is not None and low == high:
         warnings.warn("image is constant; it is returned unchanged", UserWarning, stacklevel=2)
-    return DenoiseJob(*job_arguments)
+    return DenoiseJob(*job_arguments, out=out)
 
 
 def check_denoise(image, method: str = "noise2fast", *, axes=None, channel_axis=None, device="auto", seed=None,
                   max_steps=None, output_every=None, view_every=None, dtype=None, preview=True, stack=None,
-                  **params) -> tuple:
+                  out=None, **params) -> tuple:
     """Check every argument of :func:`iter_denoise` before any work; ValueError naming the first wrong one.
 
     Returns the arguments of the :class:`DenoiseJob` they make.
@@ -334,6 +383,8 @@ def check_denoise(image, method: str = "noise2fast", *, axes=None, channel_axis=
     check_bool("preview", preview)
     # one pass, shared by the dtype check and the job; a lazy input's range is found as it is read
     value_range = None if is_lazy(array) else (array.min(), array.max())
+    if dtype is None and out is not None and hasattr(out, "dtype"):
+        dtype = out.dtype  # an array to write into sets the output dtype
     out_dtype = _output_dtype(array, *(value_range or (None, None)), dtype)
     n_planes = count_planes(array, axes, channel_axis)
     seeds = [int(s.generate_state(1)[0]) for s in np.random.SeedSequence(seed).spawn(n_planes)] \
@@ -377,8 +428,9 @@ def denoise(
     dtype=None,
     preview: bool = True,
     stack: str | None = None,
+    out=None,
     **params,
-) -> np.ndarray:
+):
     """Denoise an image blindly, learning from the image alone.
 
     Parameters
@@ -424,6 +476,16 @@ def denoise(
         can (Noise2Fast); ``"independent"``: every plane from scratch.
         Stopped during training, a recording's planes keep the input but the
         first, which has its best so far.
+    out : numpy.ndarray, zarr array or path, optional
+        Where to write the result instead of a new array (the image's shape;
+        its dtype is the output dtype unless ``dtype`` says otherwise): a
+        NumPy or zarr array, or a path ending in ``.zarr`` (created, chunked a
+        plane at a time). Planes are written as they finish, a chunk only once
+        all its planes are done. A zarr output records the finished planes and
+        the run's settings, and a path output also the trained model of a
+        recording (``<path>/noise2fast/``): the same call on the same input
+        after an interruption goes on from there, with the same weights.
+        Returns ``out`` (a zarr array for a path).
     **params
         The method's settings; for Noise2Fast ``preset`` (``"fast"``, the
         default, or ``"reference"``, the published code's settings) and any
@@ -453,7 +515,7 @@ def denoise(
     ((2, 32, 32), dtype('uint16'))
     """
     job = iter_denoise(image, method, axes=axes, channel_axis=channel_axis, device=device, seed=seed,
-                       max_steps=max_steps, dtype=dtype, preview=preview, stack=stack, **params)
+                       max_steps=max_steps, dtype=dtype, preview=preview, stack=stack, out=out, **params)
     for event in job:
         if progress is not None:
             progress(event)

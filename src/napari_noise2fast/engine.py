@@ -165,6 +165,15 @@ class Method(ABC):
         ``trains_on_stacks`` only."""
         raise NotImplementedError(f"{self.display_name} does not train one model for a stack")
 
+    def trained_state(self) -> dict | None:
+        """What :meth:`load_trained` needs to predict as this model does now (on the CPU); methods that
+        ``trains_on_stacks`` only."""
+        return None
+
+    def load_trained(self, state: dict) -> None:
+        """Take a :meth:`trained_state` (of a model of the same settings) as this model's best."""
+        raise NotImplementedError(f"{self.display_name} cannot load a trained model")
+
     def validation_regions(self) -> list[tuple[int, int, int, int]] | None:
         """Where the method validates, if not on the whole plane: boxes ``(top, left, bottom, right)``.
 
@@ -430,7 +439,10 @@ class RecordingRun:
     final event (``done``) with its output, the first of them carrying the training's steps and its last
     validation PSNR, the others ``step=0`` and NaN; a constant plane is not predicted (its output is the
     plane itself, ``stop_reason`` ``"constant"``). Planes are read one at a time (``planes[index]``) for
-    the sample and for prediction; ``sample``, if given, is the sample's planes already read.
+    the sample and for prediction; ``sample``, if given, is the sample's planes already read. A resumed run
+    passes ``trained`` (a :meth:`Method.trained_state`: no training, ``stop_reason`` ``"resumed"``) and
+    ``skip`` (planes finished already: a ``done`` event without output each); ``on_trained`` receives the
+    trained state before the first plane is predicted.
 
     Stop iterating (or :meth:`close`) during training and :meth:`normalised_result` of the first plane is
     its best so far; planes not yet predicted have no result (the input stands).
@@ -439,7 +451,8 @@ class RecordingRun:
     def __init__(self, planes, method: type[Method], *, value_range: tuple | None = None, indices=None,
                  sample: np.ndarray | None = None, device: str | torch.device = "auto", seed: int | None = None,
                  max_steps: int | None = None, output_every: int | None = None, view_every: int | None = None,
-                 is_integer: bool = False, keep=None, **params):
+                 is_integer: bool = False, keep=None, trained: dict | None = None, on_trained=None,
+                 skip=(), **params):
         if not method.trains_on_stacks:
             raise ValueError(f"{method.display_name} cannot train one model for a stack")
         self.planes = planes
@@ -463,7 +476,10 @@ class RecordingRun:
         self.rng = np.random.default_rng(seed)
         self.map = IntensityMap(np.asarray(value_range, dtype=self._sample.dtype))
         self.level = 1.0 if self.map.constant else (1.0 / self.map.range if is_integer else 1.0 / 255.0)
-        self.keep = keep  # called with (index, normalised output) for every plane denoised
+        self.keep = keep  # called with (index, normalised output; None: the plane itself) for every plane done
+        self.trained = trained  # a trained_state to predict with instead of training (a resumed run)
+        self.on_trained = on_trained  # called with the trained_state once training ends
+        self.skip = set(skip)  # planes finished already (a resumed run): not predicted again
         self.model: Method | None = None
         self.plane_index = self.indices[0]  # the plane whose result is in the making (-1 while predicting)
         self.step = 0
@@ -495,6 +511,9 @@ class RecordingRun:
             self.model = self.method_cls(noisy, rng=self.rng, level=self.level, **self.params)
             del noisy
             val_psnr = math.nan
+            if self.trained is not None:
+                self.model.load_trained(self.trained)
+                self.stop_reason = "resumed"
             while self.stop_reason is None:
                 mse = self.model.step()
                 val_psnr = math.nan if mse is None else mse_to_psnr(mse)
@@ -511,12 +530,19 @@ class RecordingRun:
                     output = self.preview() if wanted else None
                     view = downsample(self.model.preview(), self.view_factor) if viewed else None
                     yield self._event(val_psnr, self.indices[0], self.step, output, self._intensity(view))
+            if self.trained is None and self.on_trained is not None:
+                self.on_trained(self.model.trained_state())
             self.plane_index = -1
             for index in self.indices:
                 first = index == self.indices[0]  # its event carries the last step's number and validation
                 step, val_psnr = (self.step, val_psnr) if first else (0, math.nan)
+                if index in self.skip:
+                    yield self._event(val_psnr, index, step, done=True, reason="resumed")
+                    continue
                 plane = np.asarray(self.planes[index])
                 if plane.min() == plane.max():  # a constant plane comes back unchanged, as on its own
+                    if self.keep is not None:
+                        self.keep(index, None)
                     yield self._event(val_psnr, index, step, plane.astype(np.float32), done=True, reason="constant")
                     continue
                 normalised = _as_numpy(self.model.predict_plane(self._tensor(index)))

@@ -563,6 +563,17 @@ class Noise2Fast(Method):
             return self.augmented(network, plane)
         return self.predict(network, plane)
 
+    def trained_state(self) -> dict | None:
+        """The best-validated weights on the CPU (None before any validation)."""
+        if self.best_state is None:
+            return None
+        return {name: tensor.detach().to("cpu").clone() for name, tensor in self.best_state.items()}
+
+    def load_trained(self, state: dict) -> None:
+        """Predict with ``state`` (a :meth:`trained_state`) as the best-validated weights."""
+        self.best_state = {name: tensor.to(self.noisy.device) for name, tensor in state.items()}
+        self.best_mse = -math.inf  # a key of its own for the rebuilt best network
+
     def _subset_mse(self, network: nn.Module) -> float:
         """Validation MSE on the fixed tiles, each predicted with its receptive field's context."""
         shape = tuple(self.noisy.shape[-2:])
