@@ -87,3 +87,55 @@ def test_sample_reports_psnr(tmp_path, capsys):
     assert main(["--sample", "-o", str(target), "--max-steps", "3", "--seed", "0", "--device", "cpu", "-q"]) == 0
     line = capsys.readouterr().out
     assert "PSNR against clean" in line and tifffile.imread(target).dtype == np.float32
+
+
+def test_tiff_output_keeps_the_pixel_size_and_records_the_run(tmp_path, capsys):
+    image = np.random.default_rng(0).normal(1000, 100, (2, 20, 24)).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "cells.tif", image, imagej=True, resolution=(1 / 0.65, 1 / 0.65),
+                     metadata={"axes": "ZYX", "spacing": 2.5, "unit": "um"})
+    assert main([str(tmp_path / "cells.tif"), "--max-steps", "2", "--seed", "3", "--device", "cpu", "-q"]) == 0
+    with tifffile.TiffFile(tmp_path / "cells_N2F.tif") as tif:
+        page = tif.pages.first
+        numerator, denominator = page.tags["XResolution"].value
+        assert numerator / denominator == pytest.approx(1 / 0.65, rel=1e-5)  # pixels per unit, as the input
+        metadata = tif.shaped_metadata[0]
+    assert metadata["spacing"] == 2.5 and metadata["unit"] == "um"
+    assert metadata["noise2fast"]["seed"] == 3 and metadata["noise2fast"]["method"] == "noise2fast"
+
+
+def test_a_multi_series_tiff_is_refused_on_one_line(tmp_path, capsys):
+    with tifffile.TiffWriter(tmp_path / "two.tif") as writer:
+        writer.write(np.zeros((16, 16), np.uint8) + np.arange(16, dtype=np.uint8))
+        writer.write(np.ones((20, 20), np.uint8))
+    assert main([str(tmp_path / "two.tif"), "--max-steps", "1", "-q"]) == 1
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "2 image series" in error[0]
+    assert not (tmp_path / "two_N2F.tif").exists()
+
+
+def test_ome_zarr_in_ome_zarr_out_and_a_rerun_goes_on(tmp_path, capsys):
+    import zarr
+    from ome_zarr.writer import write_image
+
+    image = np.random.default_rng(0).normal(500, 50, (3, 32, 32)).astype(np.uint16)
+    write_image(image, zarr.open_group(str(tmp_path / "movie.ome.zarr"), mode="w"), axes="tyx",
+                scale_factors=(2,), scale={"t": 1.0, "y": 0.5, "x": 0.5})  # 0.5 units a pixel
+    target = tmp_path / "denoised.zarr"
+    command = [str(tmp_path / "movie.ome.zarr"), "-o", str(target), "--max-steps", "3", "--seed", "0",
+               "--device", "cpu", "-q"]
+    assert main(command) == 0
+    assert "3 steps over 3 planes" in capsys.readouterr().out
+    group = zarr.open_group(str(target), mode="r")
+    multiscales = dict(group.attrs)["ome"]["multiscales"][0]
+    assert [axis["name"] for axis in multiscales["axes"]] == ["t", "y", "x"]
+    assert len(multiscales["datasets"]) == 1
+    assert multiscales["datasets"][0]["coordinateTransformations"][0]["scale"] == [1.0, 0.5, 0.5]
+    level = group[multiscales["datasets"][0]["path"]]
+    source = zarr.open_group(str(tmp_path / "movie.ome.zarr"), mode="r")["s0"]
+    assert level.shape == image.shape and level.chunks == source.chunks and level.dtype == np.float32
+    first = np.asarray(level[:])
+    assert main(command) == 0  # the finished output: nothing is done again, nothing changes
+    assert "0 steps over 3 planes" in capsys.readouterr().out
+    np.testing.assert_array_equal(np.asarray(group[multiscales["datasets"][0]["path"]][:]), first)
+    assert main([str(tmp_path / "movie.ome.zarr"), "-o", str(tmp_path / "movie.ome.zarr"), "--overwrite", "-q"]) == 1
+    np.testing.assert_array_equal(np.asarray(source[:]), image)  # the input store is never written

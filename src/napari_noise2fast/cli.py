@@ -1,7 +1,9 @@
-"""The ``noise2fast`` command: denoise TIFF files or folders of them.
+"""The ``noise2fast`` command: denoise TIFF files or folders of them, and zarr / OME-Zarr stores.
 
     noise2fast image.tif                 # writes image_N2F.tif beside it
     noise2fast folder/ --output results/ # every .tif/.tiff in folder
+    noise2fast movie.zarr -o out.zarr    # zarr in, zarr out (chunks, OME axes and scale kept); run it
+                                         # again after an interruption and it goes on where it stopped
     noise2fast --sample                  # the bundled sample, with PSNR against its clean version
     noise2fast compare image.tif --methods noise2fast,calibrated,zs-n2n --reference clean.tif
 """
@@ -21,9 +23,12 @@ import tifffile
 from tqdm import tqdm
 
 from napari_noise2fast.api import STACKS, iter_denoise
+from napari_noise2fast.lazy import ome_multiscales, open_zarr
+from napari_noise2fast.output import ATTRS_KEY
 
 SUFFIX = "_N2F"
 TIFF_SUFFIXES = (".tif", ".tiff")
+ZARR_SUFFIX = ".zarr"
 
 
 class InputError(Exception):
@@ -37,11 +42,18 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
+def is_zarr(path: Path) -> bool:
+    return path.suffix.lower() == ZARR_SUFFIX
+
+
 def collect_inputs(paths: list[Path]) -> tuple[list[Path], list[str]]:
-    """TIFF files named or inside the named folders, and one error line per missing path or empty folder."""
+    """TIFF files and zarr stores named, TIFF files inside the named folders, and one error line per missing
+    path or empty folder."""
     files, errors = [], []
     for path in paths:
-        if path.is_dir():
+        if is_zarr(path) and path.is_dir():
+            files.append(path)
+        elif path.is_dir():
             found = sorted(p for p in path.iterdir() if p.is_file()
                            and p.suffix.lower() in TIFF_SUFFIXES and not p.stem.endswith(SUFFIX))
             if not found:
@@ -65,9 +77,11 @@ def plan_outputs(sources: list[Path], targets: list[Path], overwrite: bool,
         if key in claimed:
             errors.append(f"{source}: its output {target} is also the output of {claimed[key]}; "
                           "rename one or use -o with another folder")
+        elif key in inputs and is_zarr(target):
+            errors.append(f"{source}: the output {target} is an input store; a store is never written while read")
         elif key in inputs and not overwrite:
             errors.append(f"{source}: the output {target} is an input file; pass --overwrite to replace it")
-        elif target.exists() and not overwrite:
+        elif target.exists() and not overwrite and not resumable(target):
             errors.append(f"{source}: {target} exists; pass --overwrite to replace it")
         else:
             claimed[key] = source
@@ -75,31 +89,97 @@ def plan_outputs(sources: list[Path], targets: list[Path], overwrite: bool,
     return planned, errors
 
 
+def resumable(target: Path) -> bool:
+    """A zarr output of an earlier run (interrupted or not): the run goes on in it."""
+    if not is_zarr(target):
+        return False
+    try:
+        array, _ = open_zarr(target)
+    except ValueError:
+        return False
+    return ATTRS_KEY in dict(array.attrs)
+
+
 def output_path(source: Path, output: Path | None, single: bool) -> Path:
-    """Where the result of ``source`` goes: beside it, into a folder, or at a file path."""
-    name = f"{source.stem}{SUFFIX}.tif"
+    """Where the result of ``source`` goes: beside it, into a folder, or at a file path (a zarr source
+    writes a zarr store, a TIFF one a TIFF file unless ``output`` names a .zarr store)."""
+    name = f"{source.stem.removesuffix('.ome')}{SUFFIX}{ZARR_SUFFIX if is_zarr(source) else '.tif'}"
     if output is None:
         return source.with_name(name)
-    if single and output.suffix.lower() in TIFF_SUFFIXES:
+    if single and (output.suffix.lower() in TIFF_SUFFIXES or is_zarr(output)):
         return output
     return output / name
 
 
-def read_tiff(path: Path, axes: str | None) -> tuple[np.ndarray, str]:
+def zarr_output(target: Path, shape: tuple, dtype, like=None, overwrite: bool = False):
+    """The zarr array a run writes into at ``target``: the one an earlier run made there (to go on), or a new
+    one. With ``like`` (a zarr source path) it keeps the source's chunks and, for OME-Zarr, its metadata
+    (axes, the full-resolution level's scale): a group with that one level."""
+    import shutil
+
+    import zarr
+
+    if target.exists():
+        if resumable(target) and not overwrite:
+            return open_zarr(target, mode="r+")[0]
+        shutil.rmtree(target)  # --overwrite
+    chunks = tuple(1 for _ in shape[:-2]) + tuple(shape[-2:])
+    if like is None:
+        return zarr.open_array(str(target), mode="w", shape=shape, chunks=chunks, dtype=dtype)
+    source, _ = open_zarr(like)
+    chunks = tuple(int(c) for c in np.broadcast_to(source.chunks, (len(shape),)))
+    node = zarr.open(str(like), mode="r")
+    if hasattr(node, "shape"):
+        return zarr.open_array(str(target), mode="w", shape=shape, chunks=chunks, dtype=dtype)
+    attrs = dict(node.attrs)
+    multiscales = [dict(entry) for entry in ome_multiscales(attrs)]
+    level = multiscales[0]["datasets"][0]
+    multiscales[0]["datasets"] = [level]  # the denoised full resolution only
+    if "ome" in attrs:
+        attrs["ome"] = {**attrs["ome"], "multiscales": multiscales}
+    else:
+        attrs["multiscales"] = multiscales
+    fmt = getattr(getattr(node, "metadata", None), "zarr_format", 2)
+    group = zarr.open_group(str(target), mode="w", zarr_format=fmt)
+    group.attrs.update(attrs)
+    return zarr.open_array(str(target / level["path"]), mode="w", shape=shape, chunks=chunks, dtype=dtype,
+                           zarr_format=fmt)
+
+
+def tiff_info(tif: tifffile.TiffFile) -> dict:
+    """What the output keeps of an input TIFF: the pixel size (resolution tags and unit) and the ImageJ
+    spacing, unit and frame interval where there are any."""
+    page, info = tif.pages.first, {}
+    x, y = page.tags.get("XResolution"), page.tags.get("YResolution")
+    if x is not None and y is not None:
+        info["resolution"] = (tuple(x.value), tuple(y.value))
+        unit = page.tags.get("ResolutionUnit")
+        info["resolutionunit"] = int(unit.value) if unit is not None else 2
+    imagej = tif.imagej_metadata or {}
+    info["imagej"] = {key: imagej[key] for key in ("spacing", "unit", "finterval") if key in imagej}
+    return info
+
+
+def read_tiff(path: Path, axes: str | None) -> tuple[np.ndarray, str, dict]:
     try:
         with tifffile.TiffFile(path) as tif:
             if not tif.series:
                 raise InputError(f"cannot read {path}: the file holds no image (empty or truncated TIFF)")
+            if len(tif.series) > 1:
+                raise InputError(f"cannot read {path}: it holds {len(tif.series)} image series; save each "
+                                 "as its own file (only one series is denoised, so none is left out silently)")
             series = tif.series[0]
-            return series.asarray(), axes or series.axes
+            return series.asarray(), axes or series.axes, tiff_info(tif)
     except InputError:
         raise
     except Exception as error:  # tifffile raises many kinds for a bad file
         raise InputError(f"cannot read {path}: {error}") from error
 
 
-def write_tiff(path: Path, image: np.ndarray, axes: str) -> None:
-    """Write atomically, so a failed run never leaves a half-written or clobbered output.
+def write_tiff(path: Path, image: np.ndarray, axes: str, info: dict | None = None, record: dict | None = None) -> None:
+    """Write atomically, so a failed run never leaves a half-written or clobbered output; with the input's
+    pixel size and ImageJ spacing (``info``, from :func:`tiff_info`) and ``record`` (what made it) in the
+    TIFF's JSON description.
 
     Raises InputError (one plain line) when the file cannot be written: a read-only or full disk, a
     folder that cannot be made."""
@@ -108,7 +188,11 @@ def write_tiff(path: Path, image: np.ndarray, axes: str) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         handle, temporary = tempfile.mkstemp(suffix=".tif", dir=path.parent)
         os.close(handle)
-        tifffile.imwrite(temporary, image, metadata={"axes": axes})
+        info = info or {}
+        metadata = {"axes": axes, **info.get("imagej", {}), **({"noise2fast": record} if record else {})}
+        resolution = {"resolution": info["resolution"], "resolutionunit": info["resolutionunit"]} \
+            if "resolution" in info else {}
+        tifffile.imwrite(temporary, image, metadata=metadata, **resolution)
         os.replace(temporary, path)
     except OSError as error:
         raise InputError(f"cannot write {path}: {error.strerror or error}") from error
@@ -117,11 +201,11 @@ def write_tiff(path: Path, image: np.ndarray, axes: str) -> None:
             os.remove(temporary)
 
 
-def denoise_with_progress(image: np.ndarray, label: str, args, axes: str | None) -> tuple[np.ndarray, str]:
+def denoise_with_progress(image, label: str, args, axes: str | None, out=None) -> tuple[np.ndarray, str]:
     """Denoise with a tqdm bar; return the result and a summary of steps, validation PSNR and time."""
     params = {"preset": args.preset} if args.preset else {}
     job = iter_denoise(image, axes=axes, device=args.device, seed=args.seed, max_steps=args.max_steps,
-                       dtype=getattr(args, "dtype", None), stack=getattr(args, "stack", None), **params)
+                       dtype=getattr(args, "dtype", None), stack=getattr(args, "stack", None), out=out, **params)
     # events: every step of every plane, or (one model for the recording) the steps, then one per plane
     recording = job.stack == "recording" and job.n_planes > 1
     total = args.max_steps and (args.max_steps + job.n_planes if recording else args.max_steps * job.n_planes)
@@ -139,6 +223,39 @@ def denoise_with_progress(image: np.ndarray, label: str, args, axes: str | None)
     planes = f" over {job.n_planes} planes" if job.n_planes > 1 else ""
     summary = f"{steps} steps{planes}, best validation PSNR {best_text}, {seconds:.1f} s"
     return job.result(), summary
+
+
+def record(args) -> dict:
+    """What made an output: the package version, the method and the settings given."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        package = version("napari-noise2fast")
+    except PackageNotFoundError:
+        package = "unknown"
+    return {"version": package, "method": "noise2fast", "preset": args.preset or "fast", "seed": args.seed,
+            "max_steps": args.max_steps, "stack": getattr(args, "stack", None) or "default"}
+
+
+def denoise_to_zarr(source: Path, target: Path, args) -> str:
+    """A zarr (or TIFF) source denoised into the zarr store ``target``, plane by plane, going on from an
+    earlier run's finished planes there; the summary line."""
+    if not is_zarr(target):
+        raise InputError(f"{source}: a zarr input writes a zarr output; give -o a path ending in .zarr")
+    if is_zarr(source):
+        image, axes = open_zarr(source)
+        axes = args.axes or axes
+        like = source
+    else:
+        image, axes, _ = read_tiff(source, args.axes)
+        like = None
+    dtype = getattr(args, "dtype", None) or np.float32
+    try:
+        out = zarr_output(target, tuple(image.shape), dtype, like=like, overwrite=args.overwrite)
+    except OSError as error:
+        raise InputError(f"cannot write {target}: {error.strerror or error}") from error
+    _, summary = denoise_with_progress(image, source.name, args, axes, out=out)
+    return summary
 
 
 def run_sample(args) -> int:
@@ -166,7 +283,8 @@ def run_sample(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(prog="noise2fast", description=__doc__,
                             formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("paths", nargs="*", type=Path, help="TIFF files or folders of TIFF files")
+    parser.add_argument("paths", nargs="*", type=Path,
+                        help="TIFF files, folders of TIFF files, or zarr / OME-Zarr stores (.zarr)")
     parser.add_argument("-o", "--output", type=Path, default=None,
                         help="output folder (or output .tif for a single input); default: beside each input")
     parser.add_argument("--axes", default=None,
@@ -251,7 +369,7 @@ def compare_main(argv: list[str]) -> int:
                 errors += refused
                 continue
         try:
-            image, axes = read_tiff(source, args.axes)
+            image, axes, _ = read_tiff(source, args.axes)
             reference = reference_for(source, args.reference, axes)
             with tqdm(desc=source.name, unit="step", leave=False, file=sys.stderr, disable=args.quiet) as bar:
                 def progress(method, event, bar=bar):
@@ -306,9 +424,12 @@ def main(argv: list[str] | None = None) -> int:
     errors += refused
     for source, target in planned:
         try:
-            image, axes = read_tiff(source, args.axes)
-            result, summary = denoise_with_progress(image, source.name, args, axes)
-            write_tiff(target, result, axes)
+            if is_zarr(source) or is_zarr(target):
+                summary = denoise_to_zarr(source, target, args)
+            else:
+                image, axes, info = read_tiff(source, args.axes)
+                result, summary = denoise_with_progress(image, source.name, args, axes)
+                write_tiff(target, result, axes, info, record(args))
             print(f"{source}: {summary} -> {target}", flush=True)
         except (InputError, ValueError) as error:
             errors.append(str(error) if isinstance(error, InputError) else f"{source}: {error}")

@@ -28,7 +28,7 @@ def is_zarr_path(image) -> bool:
     return isinstance(image, (str, os.PathLike)) and Path(image).suffix.lower() == ".zarr"
 
 
-def open_zarr(path) -> tuple[object, str | None]:
+def open_zarr(path, mode: str = "r") -> tuple[object, str | None]:
     """The array of a ``.zarr`` path and its axes letters (None where the store does not say): an OME-Zarr
     image's full-resolution level (its axes from the multiscales metadata), or a plain zarr array."""
     import zarr
@@ -37,13 +37,12 @@ def open_zarr(path) -> tuple[object, str | None]:
     if not path.exists():
         raise ValueError(f"image: no zarr store at {path}")
     try:
-        node = zarr.open(str(path), mode="r")
+        node = zarr.open(str(path), mode=mode)
     except Exception as error:  # zarr raises several kinds for a folder that is not a store
         raise ValueError(f"image: {path} is not a readable zarr store ({error})") from error
     if hasattr(node, "shape"):
         return node, None
-    attrs = dict(node.attrs)
-    multiscales = attrs.get("multiscales") or attrs.get("ome", {}).get("multiscales")
+    multiscales = ome_multiscales(dict(node.attrs))
     if not multiscales:
         raise ValueError(f"image: {path} is a zarr group without OME-Zarr multiscales metadata; "
                          "pass the array inside it")
@@ -52,6 +51,11 @@ def open_zarr(path) -> tuple[object, str | None]:
     names = [axis["name"] if isinstance(axis, dict) else axis for axis in first.get("axes", [])]
     axes = "".join(name[0].upper() for name in names) if len(names) == array.ndim else None
     return array, axes
+
+
+def ome_multiscales(attrs: dict) -> list | None:
+    """The multiscales entry of an OME-Zarr group's attributes (OME-NGFF 0.4 or 0.5), or None."""
+    return attrs.get("multiscales") or attrs.get("ome", {}).get("multiscales")
 
 
 def _chunk_edges(image, axis: int) -> np.ndarray:

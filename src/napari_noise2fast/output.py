@@ -48,7 +48,9 @@ class Output:
                 raise ValueError("out must not be the input: the input is never modified")
             if not target.flags.writeable:
                 raise ValueError("out is a read-only array")
-        elif not (is_lazy(target) and hasattr(target, "attrs")):
+        elif is_lazy(target) and hasattr(target, "attrs"):
+            self.folder = array_folder(target)
+        else:
             raise ValueError(f"out must be a NumPy array, a zarr array or a path ending in .zarr, got "
                              f"{type(target).__name__}")
         _same_shape(target, shape)
@@ -154,6 +156,14 @@ class Output:
         if path is None or not path.exists():
             return None
         return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def array_folder(array) -> Path | None:
+    """The folder of a zarr array in a local store (None elsewhere: in memory, remote)."""
+    root = getattr(getattr(array, "store", None), "root", None) or getattr(getattr(array, "store", None), "path", None)
+    if root is None or not Path(str(root)).is_dir():
+        return None
+    return Path(str(root)) / (getattr(array, "path", "") or "")
 
 
 def _plain(value):
