@@ -189,3 +189,16 @@ def test_denoise_and_the_cli_take_stack(tmp_path, capsys, recording):
     with pytest.raises(SystemExit) as exit_info:
         main([str(tmp_path / "movie.tif"), "--stack", "frames"])
     assert exit_info.value.code == 2
+
+
+def test_events_count_the_planes_done_and_estimate_the_time_left(recording):
+    noisy, _ = recording
+    for mode in ("recording", "warm"):
+        events = list(iter_denoise(noisy, axes="TYX", seed=0, device="cpu", max_steps=5, stack=mode))
+        done = [e for e in events if e.done]
+        assert [e.planes_done for e in done] == list(range(1, FRAMES + 1))
+        assert all(e.planes_done == 0 for e in events[:3])
+        assert done[0].eta is None and done[-1].eta == 0.0  # no pace from one plane; none left at the end
+        assert all(e.eta is not None and e.eta >= 0 for e in done[1:])
+        etas = [e.eta for e in done[1:-1]]
+        assert etas[0] > etas[-1]  # falls as the planes are done

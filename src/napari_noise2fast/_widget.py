@@ -416,8 +416,10 @@ class Noise2FastWidget(WorkerDock):
             plane = (f"plane {event.plane + 1}/{event.n_planes} denoised · " if event.done
                      else f"one model for {event.n_planes} planes · ")
         best = f"{event.best_val_psnr:.2f} dB" if math.isfinite(event.best_val_psnr) else "-"
+        left = f" · about {event.eta:.0f} s left" if event.eta is not None and event.planes_done < event.n_planes \
+            else ""
         text = (f"{plane}step {event.step} · best validation PSNR {best} · {event.elapsed:.1f} s · "
-                f"{event.stage} · device {self.job.device}")
+                f"{event.stage} · device {self.job.device}{left}")
         return f"{ending}{text}"
 
     def _on_finished(self) -> None:

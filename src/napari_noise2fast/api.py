@@ -6,7 +6,9 @@ channel is denoised independently by the engine.
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import time
 import warnings
 from collections.abc import Callable, Iterator
 
@@ -149,7 +151,7 @@ class DenoiseJob:
         self.stack = stack
         self.out_dtype = out_dtype
         self.current: PlaneRun | RecordingRun | None = None
-        self.events: Iterator[Event] = self._events()
+        self.events: Iterator[Event] = self._counted(self._events())
 
     @property
     def n_planes(self) -> int:
@@ -184,6 +186,22 @@ class DenoiseJob:
                     yield from self._recording_events(group, indices, planes)
                     continue
             yield from self._plane_events(indices)
+
+    def _counted(self, events: Iterator[Event]) -> Iterator[Event]:
+        """``events`` with the job's progress in planes: ``planes_done`` and the ``eta`` of the rest."""
+        done = int(self._done.sum())  # a resumed run starts with the planes finished before
+        times: list[float] = []
+        try:
+            for event in events:
+                if event.done and event.stop_reason != "resumed":
+                    times.append(time.perf_counter())
+                if event.done:
+                    done += 1
+                pace = (times[-1] - times[0]) / (len(times) - 1) if len(times) > 1 else None
+                eta = None if pace is None else pace * (self.n_planes - done)
+                yield dataclasses.replace(event, planes_done=done, eta=eta)
+        finally:
+            events.close()
 
     def _resumed(self, indices) -> Iterator[Event]:
         """A done event for each plane a resumed run finds finished in ``out``."""

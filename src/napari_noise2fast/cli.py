@@ -206,14 +206,17 @@ def denoise_with_progress(image, label: str, args, axes: str | None, out=None) -
     params = {"preset": args.preset} if args.preset else {}
     job = iter_denoise(image, axes=axes, device=args.device, seed=args.seed, max_steps=args.max_steps,
                        dtype=getattr(args, "dtype", None), stack=getattr(args, "stack", None), out=out, **params)
-    # events: every step of every plane, or (one model for the recording) the steps, then one per plane
-    recording = job.stack == "recording" and job.n_planes > 1
-    total = args.max_steps and (args.max_steps + job.n_planes if recording else args.max_steps * job.n_planes)
+    # a stack's bar counts planes (its rate gives the time left); one plane's counts steps
+    planes = job.n_planes > 1
+    total = job.n_planes if planes else args.max_steps
     steps, best, start = 0, [], time.perf_counter()
-    with tqdm(desc=label, unit="step", total=total, leave=False, file=sys.stderr, disable=args.quiet) as bar:
+    with tqdm(desc=label, unit="plane" if planes else "step", total=total, leave=False, file=sys.stderr,
+              disable=args.quiet) as bar:
         for event in job:
-            bar.update(1)
-            bar.set_postfix(plane=f"{event.plane + 1}/{event.n_planes}", val_psnr=f"{event.best_val_psnr:.2f}")
+            if event.done or not planes:
+                bar.update(1)
+            bar.set_postfix(plane=f"{event.plane + 1}/{event.n_planes}", step=event.step,
+                            val_psnr=f"{event.best_val_psnr:.2f}")
             if event.done:
                 steps += event.step
                 best.append(event.best_val_psnr)

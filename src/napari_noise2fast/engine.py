@@ -80,6 +80,11 @@ class Event:
         ``"complete"`` for one that ends by itself) on the final event.
     plane, n_planes : int
         Index of the 2D plane and number of planes in the whole job.
+    planes_done : int
+        Planes of the job finished so far (this one too, on its final event); set by the job.
+    eta : float or None
+        Seconds the job's remaining planes will take at the pace measured between the planes finished so
+        far in this run (None until two have finished); set by the job.
 
     A method that validates on regions of the plane (:meth:`Method.validation_regions`: Noise2Fast in
     bounded mode) gets a second step-0 event with the preview's validation PSNR on those regions (what
@@ -98,6 +103,8 @@ class Event:
     stop_reason: str | None = None
     plane: int = 0
     n_planes: int = 1
+    planes_done: int = 0
+    eta: float | None = None
 
 
 class Method(ABC):
