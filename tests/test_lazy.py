@@ -36,6 +36,8 @@ def chunk_reads(counting: Counting, chunks: tuple[int, ...]) -> dict[tuple, int]
     """How often each chunk (its index along every axis) was read."""
     counts: dict[tuple, int] = {}
     for key in counting.reads:
+        key = tuple(slice(k, k + 1) if isinstance(k, (int, np.integer)) else k for k in np.atleast_1d(key))
+        key = key + (slice(None),) * (len(counting.shape) - len(key))
         starts = tuple(k.start or 0 for k in key)
         stops = tuple(k.stop if k.stop is not None else n for k, n in zip(key, counting.shape, strict=True))
         for index in np.ndindex(*[-(-(stop - start) // c) for start, stop, c in zip(starts, stops, chunks,

@@ -254,3 +254,33 @@ def test_other_methods_run_from_the_dock_without_noise2fasts_knobs(qtbot, viewer
     assert not np.array_equal(out.data, layer.data)
     docked.method.value = "noise2fast"
     assert docked.preset.enabled and docked.settings()["preset"] == "fast"
+
+
+def test_a_lazy_layer_is_read_by_planes_and_written_into_a_lazy_output(qtbot, viewer, docked):
+    import dask.array as da
+    import zarr
+
+    from test_lazy import Counting, chunk_reads
+
+    stack = np.stack([small_cell(32) + k for k in range(6)]).astype(np.float32)
+    counting = Counting(stack)
+    layer = viewer.add_image(da.from_array(counting, chunks=(1, 32, 32), asarray=False), name="lazy")
+    viewer.dims.set_point(0, 4)
+    shown = chunk_reads(counting, (1, 32, 32))  # what the viewer itself read to draw the plane shown
+    docked.start(layer, settings={**QUICK, "max_steps": 10}, scope=_widget.CURRENT_PLANE)
+    wait_done(qtbot, docked)
+    assert set(chunk_reads(counting, (1, 32, 32))) <= set(shown) | {(4, 0, 0)}  # that plane only
+    out = viewer.layers["lazy [Noise2Fast]"]
+    assert isinstance(out.data, zarr.Array) and out.data.dtype == np.float32
+    assert not np.array_equal(np.asarray(out.data[4]), stack[4]) and np.all(np.asarray(out.data[:4]) == 0)
+
+    counting.reads.clear()
+    docked.start(layer, settings={**QUICK, "max_steps": 10}, scope=_widget.WHOLE_LAYER)
+    wait_done(qtbot, docked)
+    reads = chunk_reads(counting, (1, 32, 32))
+    assert sorted(reads) == [(k, 0, 0) for k in range(6)]
+    assert max(reads.values()) <= 3  # a sample read and the prediction's, and the viewer's redraw of the shown one
+    whole = [candidate for candidate in viewer.layers if candidate.name.startswith("lazy [Noise2Fast]")][-1]
+    assert isinstance(whole.data, zarr.Array)
+    assert all(not np.array_equal(np.asarray(whole.data[k]), stack[k]) for k in range(6))
+    assert all(np.asarray(whole.data[k]).std() > 0 for k in range(6))  # every plane written

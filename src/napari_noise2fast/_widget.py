@@ -26,8 +26,10 @@ from qtpy.QtCore import Qt
 
 from napari_noise2fast.api import iter_denoise
 from napari_noise2fast.layers import layer_settings, made_by_plugin, output_metadata
+from napari_noise2fast.lazy import is_lazy
 from napari_noise2fast.methods import METHODS
 from napari_noise2fast.methods.noise2fast import PRESETS
+from napari_noise2fast.output import array_folder
 
 CURRENT_PLANE, WHOLE_LAYER = "current plane", "whole layer"
 # the knobs' initial values (the one-click menu actions run with what the dock shows)
@@ -44,6 +46,20 @@ def available_devices() -> list[str]:
     if torch.backends.mps.is_available():
         devices.append("mps")
     return devices
+
+
+def lazy_output(layer: Image):
+    """A new zarr array for the result of the lazy layer ``layer`` (float32, a plane a chunk), in a
+    temporary folder that outlives the run (the output layer reads it)."""
+    import tempfile
+    from pathlib import Path
+
+    import zarr
+
+    folder = Path(tempfile.mkdtemp(prefix="noise2fast-"))
+    shape = tuple(layer.data.shape)
+    chunks = tuple(1 for _ in shape[:-2]) + shape[-2:]
+    return zarr.open_array(str(folder / "output.zarr"), mode="w", shape=shape, chunks=chunks, dtype=np.float32)
 
 
 @dataclass(frozen=True)
@@ -121,6 +137,7 @@ class WorkerDock(Container):
     ``stop_button`` and ``status``, and name the dock in ``title`` (the prefix of its notifications)."""
 
     title = "Noise2Fast"
+    keeps_lazy = False  # a whole lazy layer is passed on lazy (the job reads it plane by plane)
 
     def __init__(self, napari_viewer):
         super().__init__(labels=True)
@@ -204,6 +221,8 @@ class WorkerDock(Container):
         spatial = layer.data.ndim - (1 if layer.rgb else 0)
         leading = spatial - 2
         if scope == WHOLE_LAYER or leading <= 0:
+            if self.keeps_lazy and is_lazy(layer.data) and not layer.rgb:
+                return layer.data, ()  # read plane by plane by the job, never whole
             return np.asarray(layer.data), ()
         dims = self.viewer.dims
         if dims.ndisplay != 2:
@@ -249,6 +268,8 @@ class WorkerDock(Container):
 
 class Noise2FastWidget(WorkerDock):
     """Dock widget: train a zero-shot denoiser on the selected image layer, live."""
+
+    keeps_lazy = True
 
     def __init__(self, napari_viewer):
         super().__init__(napari_viewer)
@@ -358,12 +379,16 @@ class Noise2FastWidget(WorkerDock):
         method = settings.pop("method", "noise2fast")
         try:
             data, self._base = self.read_input(layer, scope or self.scope.value)
-            self.job = iter_denoise(data, method, output_every=1, **layer_settings(layer), **settings)
+            # a lazy layer gets a lazy output: a zarr store in a temporary folder, never a copy of the input;
+            # a whole lazy layer is written there plane by plane by the job itself
+            store = lazy_output(layer) if is_lazy(layer.data) and not layer.rgb else None
+            out = {"out": store} if store is not None and is_lazy(data) else {}
+            self.job = iter_denoise(data, method, output_every=1, **layer_settings(layer), **settings, **out)
         except (ValueError, MemoryError) as error:
             show_error(f"Noise2Fast: {error}")
             return None
         self.input_layer = layer
-        self.output_layer = self._output_layer(layer, method)
+        self.output_layer = self._output_layer(layer, method, store)
         self._reset_plot(-1)
         self._one_model = self.job.stack == "recording" and self.job.n_planes > 1  # one curve, then predictions
         self._progress = progress(total=self.job.n_planes, desc=f"Noise2Fast on {layer.name}")
@@ -375,10 +400,14 @@ class Noise2FastWidget(WorkerDock):
         self.worker.start()
         return self.worker
 
-    def _output_layer(self, layer: Image, method: str) -> Image:
+    def _output_layer(self, layer: Image, method: str, store=None) -> Image:
         """The output layer ``<input> [Noise2Fast]``: reused when its shape and dtype fit, else created.
-        It starts as a copy of the input (the result of planes not yet denoised)."""
+        It starts as a copy of the input (the result of planes not yet denoised); for a lazy input it is
+        the zarr ``store`` (planes not yet denoised are zeros), a new layer each run."""
         meta = output_metadata(layer, method)
+        if store is not None:
+            meta.setdefault("metadata", {})["noise2fast_store"] = str(array_folder(store))
+            return self.viewer.add_image(store, **meta)
         dtype = self.job.out_dtype
         existing = self.viewer.layers[meta["name"]] if meta["name"] in self.viewer.layers else None
         if (isinstance(existing, Image) and existing is not layer and existing.data.shape == layer.data.shape
@@ -418,7 +447,10 @@ class Noise2FastWidget(WorkerDock):
         best = f"{event.best_val_psnr:.2f} dB" if math.isfinite(event.best_val_psnr) else "-"
         left = f" · about {event.eta:.0f} s left" if event.eta is not None and event.planes_done < event.n_planes \
             else ""
-        text = (f"{plane}step {event.step} · best validation PSNR {best} · {event.elapsed:.1f} s · "
+        steps = f"step {event.step}"
+        if self._one_model and event.done:  # the planes after the first carry step 0: say what was trained
+            steps = f"model of {max(self._steps, default=event.step)} steps"
+        text = (f"{plane}{steps} · best validation PSNR {best} · {event.elapsed:.1f} s · "
                 f"{event.stage} · device {self.job.device}{left}")
         return f"{ending}{text}"
 
@@ -427,7 +459,11 @@ class Noise2FastWidget(WorkerDock):
         stopped = job is not None and job.current is not None
         if stopped:
             job.close()
-            self.write_output(self.output_layer, self._base, job.result())
+            result = job.result()
+            if result is self.output_layer.data:  # a lazy output the job wrote into: only redraw
+                self.output_layer.refresh()
+            else:
+                self.write_output(self.output_layer, self._base, result)
         if event is not None:
             if stopped:
                 ending = f"Stopped at step {event.step}: output holds the best result so far. "
