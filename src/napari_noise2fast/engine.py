@@ -201,7 +201,38 @@ def seeded_module(factory, seed: int) -> torch.nn.Module:
         return factory()
 
 
-class PlaneRun:
+class _Run:
+    """What a plane's run and a recording's share: the method and its settings, the device, the budgets,
+    the seeded generator and the clock."""
+
+    _started: float | None = None
+
+    def _setup(self, method: type[Method], shape: tuple[int, int], device, params: dict, max_steps,
+               output_every, view_every, seed) -> None:
+        check_positive_or_none("max_steps", max_steps)
+        check_positive_or_none("output_every", output_every)
+        check_positive_or_none("view_every", view_every)
+        method.check_plane(shape)
+        self.device = resolve_device(device)
+        self.method_cls = method
+        self.params = params
+        self.max_steps = max_steps
+        self.output_every = output_every
+        self.view_every = view_every
+        self.view_factor = view_factor(shape)
+        self.rng = np.random.default_rng(seed)
+
+    def _intensities(self, plane_map: IntensityMap, is_integer: bool) -> None:
+        """The map to [0, 1] and one intensity level in its units (1/255 of the range for float data)."""
+        self.map = plane_map
+        self.level = 1.0 if plane_map.constant else (1.0 / plane_map.range if is_integer else 1.0 / 255.0)
+
+    @property
+    def elapsed(self) -> float:
+        return 0.0 if self._started is None else time.perf_counter() - self._started
+
+
+class PlaneRun(_Run):
     """Train ``method`` on one 2D plane, as an iterator of :class:`Event`.
 
     Iterate it to train; stop iterating (or call :meth:`close`) at any time and
@@ -259,30 +290,17 @@ class PlaneRun:
     ):
         if plane.ndim != 2:
             raise ValueError(f"PlaneRun needs a 2D plane, got shape {plane.shape}")
-        check_positive_or_none("max_steps", max_steps)
-        check_positive_or_none("output_every", output_every)
-        check_positive_or_none("view_every", view_every)
-        method.check_plane(plane.shape)
-        self.device = resolve_device(device)
-        self.method_cls = method
-        self.params = params
+        self._setup(method, plane.shape, device, params, max_steps, output_every, view_every, seed)
         self.warm = warm
-        self.max_steps = max_steps
-        self.output_every = output_every
-        self.view_every = view_every
-        self.view_factor = view_factor(plane.shape)
         self.plane_index = plane_index
         self.n_planes = n_planes
-        self.rng = np.random.default_rng(seed)
-        self.map = IntensityMap(plane)
-        self.level = 1.0 if self.map.constant else (1.0 / self.map.range if is_integer else 1.0 / 255.0)
+        self._intensities(IntensityMap(plane), is_integer)
         self._plane = plane
         self._normalised = None if self.map.constant else self.map.normalise(plane)
         self.model: Method | None = None
         self.step = 0
         self.best_val_psnr = -math.inf
         self.stop_reason: str | None = None
-        self._started: float | None = None
         self.use_preview = preview
         self._preview: np.ndarray | None = None
         self._preview_psnr = -math.inf
@@ -293,10 +311,6 @@ class PlaneRun:
         if self._preview is not None and self.best_val_psnr <= self._preview_psnr:
             return PREVIEW
         return self.method_cls.name
-
-    @property
-    def elapsed(self) -> float:
-        return 0.0 if self._started is None else time.perf_counter() - self._started
 
     def _to_intensity(self, normalised: np.ndarray | None) -> np.ndarray:
         """Float32 in the input's intensities (float64 where float32 cannot hold the plane's range)."""
@@ -435,7 +449,7 @@ def recording_sample(n_planes: int, shape: tuple[int, int]) -> list[int]:
     return sorted({int(i) for i in np.linspace(0, n_planes - 1, count).round()})
 
 
-class RecordingRun:
+class RecordingRun(_Run):
     """One model for the planes of a stack (a recording or a volume), as an iterator of :class:`Event`.
 
     ``planes`` are the job's planes; the recording is those at ``indices`` (default: all; the job passes
@@ -472,17 +486,8 @@ class RecordingRun:
         self._sample = np.stack([planes[index] for index in self.sample]) if sample is None else sample
         if value_range is None:
             value_range = (self._sample.min(), self._sample.max())
-        method.check_plane(self.shape)
-        self.device = resolve_device(device)
-        self.method_cls = method
-        self.params = params
-        self.max_steps = max_steps
-        self.output_every = output_every
-        self.view_every = view_every
-        self.view_factor = view_factor(self.shape)
-        self.rng = np.random.default_rng(seed)
-        self.map = IntensityMap(np.asarray(value_range, dtype=self._sample.dtype))
-        self.level = 1.0 if self.map.constant else (1.0 / self.map.range if is_integer else 1.0 / 255.0)
+        self._setup(method, self.shape, device, params, max_steps, output_every, view_every, seed)
+        self._intensities(IntensityMap(np.asarray(value_range, dtype=self._sample.dtype)), is_integer)
         self.keep = keep  # called with (index, normalised output; None: the plane itself) for every plane done
         self.trained = trained  # a trained_state to predict with instead of training (a resumed run)
         self.on_trained = on_trained  # called with the trained_state once training ends
@@ -492,11 +497,6 @@ class RecordingRun:
         self.step = 0
         self.best_val_psnr = -math.inf
         self.stop_reason: str | None = None
-        self._started: float | None = None
-
-    @property
-    def elapsed(self) -> float:
-        return 0.0 if self._started is None else time.perf_counter() - self._started
 
     def _tensor(self, index: int) -> torch.Tensor:
         return torch.from_numpy(self.map.normalise(self.planes[index])).to(self.device)[None, None]

@@ -11,6 +11,7 @@ recording beside the array (``<path>/noise2fast/``), so the resumed run predicts
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import os
 from pathlib import Path
@@ -99,7 +100,11 @@ class Output:
         return tuple(location[axis] // self._chunks[axis] for axis in self._leading)
 
     def _chunk_planes(self, key: tuple) -> list[int]:
-        return [index for index in range(self._planes) if self._chunk_key(index) == key]
+        """The planes in the chunk ``key`` (along the leading axes, in the job's order)."""
+        shape = [self.array.shape[axis] for axis in self._leading]
+        ranges = [range(k * self._chunks[axis], min((k + 1) * self._chunks[axis], n))
+                  for k, axis, n in zip(key, self._leading, shape, strict=True)]
+        return [int(np.ravel_multi_index(position, shape)) for position in itertools.product(*ranges)]
 
     def write(self, index: int, values: np.ndarray) -> None:
         """Plane ``index``'s result (Y, X, in the output dtype), written now or with the rest of its chunk."""
