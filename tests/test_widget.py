@@ -284,3 +284,26 @@ def test_a_lazy_layer_is_read_by_planes_and_written_into_a_lazy_output(qtbot, vi
     assert isinstance(whole.data, zarr.Array)
     assert all(not np.array_equal(np.asarray(whole.data[k]), stack[k]) for k in range(6))
     assert all(np.asarray(whole.data[k]).std() > 0 for k in range(6))  # every plane written
+
+
+def test_a_whole_lazy_layer_goes_into_the_zarr_store_picked_and_a_rerun_goes_on(qtbot, viewer, docked, tmp_path):
+    import dask.array as da
+    import zarr
+
+    stack = np.stack([small_cell(32) + k for k in range(4)]).astype(np.float32)
+    layer = viewer.add_image(da.from_array(stack, chunks=(1, 32, 32)), name="lazy")
+    docked.zarr_output.value = tmp_path / "picked.zarr"
+    docked.start(layer, settings={**QUICK, "max_steps": 10}, scope=_widget.WHOLE_LAYER)
+    wait_done(qtbot, docked)
+    written = zarr.open_array(str(tmp_path / "picked.zarr"), mode="r")
+    assert written.attrs["noise2fast"]["finished"] == [0, 1, 2, 3]
+    first = np.asarray(written[:])
+    assert all(not np.array_equal(first[k], stack[k]) for k in range(4))
+    seen = []
+    worker = docked.start(layer, settings={**QUICK, "max_steps": 10}, scope=_widget.WHOLE_LAYER)
+    worker.yielded.connect(lambda event: seen.append(event.stop_reason))
+    wait_done(qtbot, docked)
+    assert set(seen) == {"resumed"}  # all four finished before: nothing trained or written again
+    np.testing.assert_array_equal(np.asarray(zarr.open_array(str(tmp_path / "picked.zarr"), mode="r")[:]), first)
+    docked.zarr_output.value = tmp_path / "picked.tif"
+    assert docked.start(layer, settings=QUICK, scope=_widget.WHOLE_LAYER) is None  # refused, nothing started

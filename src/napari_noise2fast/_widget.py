@@ -12,11 +12,12 @@ import math
 import os
 import time
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import pyqtgraph as pg
 import torch
-from magicgui.widgets import ComboBox, Container, Label, PushButton, RadioButtons, SpinBox, create_widget
+from magicgui.widgets import ComboBox, Container, FileEdit, Label, PushButton, RadioButtons, SpinBox, create_widget
 from napari.layers import Image
 from napari.qt.threading import create_worker
 from napari.utils import progress
@@ -52,7 +53,6 @@ def lazy_output(layer: Image):
     """A new zarr array for the result of the lazy layer ``layer`` (float32, a plane a chunk), in a
     temporary folder that outlives the run (the output layer reads it)."""
     import tempfile
-    from pathlib import Path
 
     import zarr
 
@@ -291,12 +291,15 @@ class Noise2FastWidget(WorkerDock):
         self.scope = RadioButtons(label="scope", choices=[CURRENT_PLANE, WHOLE_LAYER], value=CURRENT_PLANE,
                                   orientation="horizontal",
                                   tooltip="stacks: the plane shown by the sliders, or every plane in turn")
+        self.zarr_output = FileEdit(label="zarr output", mode="w", filter="*.zarr", value="",
+                                    tooltip="lazy layers (dask, zarr): write the result into this .zarr store "
+                                            "(a run started again on it goes on); empty: a temporary store")
         self.start_button = PushButton(text="Start", tooltip="train on the selected layer")
         self.stop_button = PushButton(text="Stop", enabled=False, tooltip="stop and keep the best result so far")
         self.status = Label(value="Select an image layer and press Start.")
         buttons = Container(widgets=[self.start_button, self.stop_button], layout="horizontal", labels=False)
         self.extend([self.image, self.method, self.preset, self.max_steps, self.patience, self.seed, self.device,
-                     self.scope, buttons, self.status])
+                     self.scope, self.zarr_output, buttons, self.status])
         self.status.native.setWordWrap(True)
         self.native.setMaximumWidth(560)  # leave the canvas most of the window
         self._build_plot()
@@ -381,9 +384,16 @@ class Noise2FastWidget(WorkerDock):
             data, self._base = self.read_input(layer, scope or self.scope.value)
             # a lazy layer gets a lazy output: a zarr store in a temporary folder, never a copy of the input;
             # a whole lazy layer is written there plane by plane by the job itself
-            store = lazy_output(layer) if is_lazy(layer.data) and not layer.rgb else None
-            out = {"out": store} if store is not None and is_lazy(data) else {}
+            store, out = None, {}
+            if is_lazy(layer.data) and not layer.rgb:
+                chosen = str(self.zarr_output.value or "").strip()
+                if chosen not in ("", ".") and is_lazy(data):  # a whole lazy layer into the store picked
+                    out = {"out": Path(chosen)}  # made, or an earlier run's there gone on with
+                else:
+                    store = lazy_output(layer)
+                    out = {"out": store} if is_lazy(data) else {}
             self.job = iter_denoise(data, method, output_every=1, **layer_settings(layer), **settings, **out)
+            store = self.job.out if store is None else store
         except (ValueError, MemoryError) as error:
             show_error(f"Noise2Fast: {error}")
             return None

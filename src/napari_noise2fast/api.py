@@ -158,6 +158,11 @@ class DenoiseJob:
         return len(self._planes)
 
     @property
+    def out(self):
+        """The array the job writes into (``out=``; a zarr array for a path), or None."""
+        return None if self._out is None else self._out.array
+
+    @property
     def _low(self):
         return self._range[0] if self._range is not None else self._planes.low
 
