@@ -58,6 +58,12 @@ def test_existing_outputs_that_are_not_ours_are_left_alone(tmp_path):
     denoise(image, out=tmp_path / "ours.zarr", **RUN)
     with pytest.raises(ValueError, match="other settings"):
         denoise(image, out=tmp_path / "ours.zarr", **{**RUN, "max_steps": 31})
+    source = zarr.open_array(str(tmp_path / "input.zarr"), mode="w", shape=image.shape, dtype=np.float32)
+    source[:] = image
+    for out in (source, tmp_path / "input.zarr"):  # a zarr input is never its own output
+        with pytest.raises(ValueError, match="out must not be the input"):
+            denoise(source, out=out, **RUN)
+    np.testing.assert_array_equal(source[:], image)
 
 
 @pytest.mark.parametrize("stack", ["recording", "warm"])

@@ -41,6 +41,10 @@ class Output:
                  signature: dict, image=None, transpose: bool = False):
         self.folder: Path | None = None
         self._transpose = transpose  # the input's X axis comes before its Y axis: planes are written as X, Y
+        source = array_folder(image) if image is not None and is_lazy(image) else None
+        if target is image or (source is not None and is_zarr_path(target)
+                               and Path(target).resolve() == source.resolve()):
+            raise ValueError("out must not be the input: the input is never modified")
         if is_zarr_path(target):
             self.folder = Path(target)
             target = self._open_path(self.folder, shape, dtype, leading)
