@@ -85,6 +85,7 @@ def test_an_interrupted_run_resumes_without_redoing_finished_planes(tmp_path, mo
     training = [e for e in events if not e.done]
     assert written == [2, 3, 4]  # the finished planes are not done again
     assert [e.stop_reason for e in events if e.done][:2] == ["resumed", "resumed"]
+    assert [e.planes_done for e in events if e.done] == [1, 2, 3, 4, 5]  # the resumed planes count once
     if stack == "recording":
         assert training == []  # the stored model predicts: no training, the same weights
     np.testing.assert_allclose(np.asarray(job.result()[:]), denoise(image, stack=stack, **RUN), rtol=0, atol=1e-4)

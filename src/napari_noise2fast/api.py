@@ -194,7 +194,7 @@ class DenoiseJob:
 
     def _counted(self, events: Iterator[Event]) -> Iterator[Event]:
         """``events`` with the job's progress in planes: ``planes_done`` and the ``eta`` of the rest."""
-        done = int(self._done.sum())  # a resumed run starts with the planes finished before
+        done = 0  # every plane has one final event, a resumed run's finished planes too ("resumed")
         times: list[float] = []
         try:
             for event in events:
