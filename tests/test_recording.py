@@ -71,7 +71,7 @@ def test_every_frame_is_the_same_models_output(recording):
     assert isinstance(run, RecordingRun)
     with torch.inference_mode():
         for frame in (1, 4):
-            expected = run.map.back(run.model.predict_plane(run._tensor(frame)).numpy(), np.float32)
+            expected = run.map.back(run.model.predict_plane(run._tensor(run.planes[frame])).numpy(), np.float32)
             np.testing.assert_allclose(out[frame], expected, rtol=0, atol=1e-4 * float(np.ptp(noisy)))
 
 

@@ -30,7 +30,7 @@ from napari_noise2fast.layers import layer_settings, made_by_plugin, output_meta
 from napari_noise2fast.lazy import is_lazy
 from napari_noise2fast.methods import METHODS
 from napari_noise2fast.methods.noise2fast import PRESETS
-from napari_noise2fast.output import array_folder
+from napari_noise2fast.output import array_folder, new_plane_store
 
 CURRENT_PLANE, WHOLE_LAYER = "current plane", "whole layer"
 # the knobs' initial values (the one-click menu actions run with what the dock shows)
@@ -54,12 +54,8 @@ def lazy_output(layer: Image):
     temporary folder that outlives the run (the output layer reads it)."""
     import tempfile
 
-    import zarr
-
     folder = Path(tempfile.mkdtemp(prefix="noise2fast-"))
-    shape = tuple(layer.data.shape)
-    chunks = tuple(1 for _ in shape[:-2]) + shape[-2:]
-    return zarr.open_array(str(folder / "output.zarr"), mode="w", shape=shape, chunks=chunks, dtype=np.float32)
+    return new_plane_store(folder / "output.zarr", tuple(layer.data.shape), np.float32)
 
 
 @dataclass(frozen=True)

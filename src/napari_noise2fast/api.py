@@ -122,7 +122,6 @@ class DenoiseJob:
     def __init__(self, image: np.ndarray, layout: tuple[int, int, int | None], out_dtype: np.dtype,
                  method: str, seeds: list[int | None], run_kwargs: dict, value_range: tuple | None = None,
                  stack: str = "warm", out=None):
-        self._image = image
         y, x, c = layout
         self._planes = Planes(image, layout)  # read one at a time where the input is lazy
         leading = self._planes.leading
@@ -130,7 +129,7 @@ class DenoiseJob:
         self._channel = leading.index(c) if c is not None else None  # the channel's place among the leading axes
         self._moved_shape = (*self._planes.leading_shape, *self._planes.shape[1:])
         self._out = None if out is None else Output(
-            out, image.shape, out_dtype, len(self._planes), self._planes.location, leading, image=image,
+            out, image.shape, out_dtype, self._planes.location, leading, image=image,
             transpose=x < y,
             signature={"method": method, "stack": stack, "seed": seeds[0], "shape": list(image.shape),
                        "dtype": str(image.dtype), "out_dtype": str(np.dtype(out_dtype)),
@@ -317,11 +316,9 @@ class DenoiseJob:
         holds the finished planes only, so that a run started again on it goes on where this one stopped.
         """
         if self._out is not None:
-            x_first = self._planes.x < self._planes.y
             if not self._out.resumable:
                 for index in np.flatnonzero(~self._done):
-                    values = self._plane_result(int(index))
-                    self._out.array[self._planes.location(int(index))] = values.T if x_first else values
+                    self._out.write(int(index), self._plane_result(int(index)))
             return self._out.array
         results = np.empty(self._planes.shape, dtype=self.out_dtype)
         for index in range(self.n_planes):

@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from napari_noise2fast.api import STACKS, iter_denoise
 from napari_noise2fast.lazy import ome_multiscales, open_zarr
-from napari_noise2fast.output import ATTRS_KEY
+from napari_noise2fast.output import ATTRS_KEY, new_plane_store
 
 SUFFIX = "_N2F"
 TIFF_SUFFIXES = (".tif", ".tiff")
@@ -123,9 +123,8 @@ def zarr_output(target: Path, shape: tuple, dtype, like=None, overwrite: bool = 
         if resumable(target) and not overwrite:
             return open_zarr(target, mode="r+")[0]
         shutil.rmtree(target)  # --overwrite
-    chunks = tuple(1 for _ in shape[:-2]) + tuple(shape[-2:])
     if like is None:
-        return zarr.open_array(str(target), mode="w", shape=shape, chunks=chunks, dtype=dtype)
+        return new_plane_store(target, shape, dtype)
     source, _ = open_zarr(like)
     chunks = tuple(int(c) for c in np.broadcast_to(source.chunks, (len(shape),)))
     node = zarr.open(str(like), mode="r")

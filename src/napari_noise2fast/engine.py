@@ -498,8 +498,9 @@ class RecordingRun(_Run):
         self.best_val_psnr = -math.inf
         self.stop_reason: str | None = None
 
-    def _tensor(self, index: int) -> torch.Tensor:
-        return torch.from_numpy(self.map.normalise(self.planes[index])).to(self.device)[None, None]
+    def _tensor(self, plane: np.ndarray) -> torch.Tensor:
+        """A plane (H, W) as read, normalised by the recording's map, on the device: (1, 1, H, W)."""
+        return torch.from_numpy(self.map.normalise(plane)).to(self.device)[None, None]
 
     def _event(self, val_psnr: float, plane: int, step: int, output=None, view=None, done=False,
                reason: str | None = None) -> Event:
@@ -552,7 +553,7 @@ class RecordingRun(_Run):
                         self.keep(index, None)
                     yield self._event(val_psnr, index, step, plane.astype(np.float32), done=True, reason="constant")
                     continue
-                normalised = _as_numpy(self.model.predict_plane(self._tensor(index)))
+                normalised = _as_numpy(self.model.predict_plane(self._tensor(plane)))  # the plane read above
                 if self.keep is not None:
                     self.keep(index, normalised)
                 yield self._event(val_psnr, index, step, self._intensity(normalised), done=True)

@@ -24,9 +24,14 @@ from napari_noise2fast.lazy import is_lazy, is_zarr_path
 ATTRS_KEY = "noise2fast"
 
 
-def _same_shape(out, shape: tuple[int, ...]) -> None:
-    if tuple(out.shape) != tuple(shape):
-        raise ValueError(f"out has shape {tuple(out.shape)}; it must have the image's shape {tuple(shape)}")
+def new_plane_store(path: Path, shape: tuple[int, ...], dtype, leading: list[int] | None = None):
+    """A new zarr array at ``path`` chunked a plane at a time (one along each ``leading`` axis, default every
+    axis but the last two; the whole plane along the others)."""
+    import zarr
+
+    leading = list(range(len(shape) - 2)) if leading is None else leading
+    chunks = tuple(1 if axis in leading else n for axis, n in enumerate(shape))
+    return zarr.open_array(str(path), mode="w", shape=tuple(shape), chunks=chunks, dtype=dtype)
 
 
 class Output:
@@ -37,7 +42,7 @@ class Output:
     by a run with another signature is refused rather than mixed.
     """
 
-    def __init__(self, target, shape: tuple[int, ...], dtype: np.dtype, planes: int, location, leading: list[int],
+    def __init__(self, target, shape: tuple[int, ...], dtype: np.dtype, location, leading: list[int],
                  signature: dict, image=None, transpose: bool = False):
         self.folder: Path | None = None
         self._transpose = transpose  # the input's X axis comes before its Y axis: planes are written as X, Y
@@ -58,7 +63,8 @@ class Output:
         else:
             raise ValueError(f"out must be a NumPy array, a zarr array or a path ending in .zarr, got "
                              f"{type(target).__name__}")
-        _same_shape(target, shape)
+        if tuple(target.shape) != tuple(shape):
+            raise ValueError(f"out has shape {tuple(target.shape)}; it must have the image's shape {tuple(shape)}")
         if np.dtype(target.dtype) != np.dtype(dtype):
             raise ValueError(f"out has dtype {target.dtype}; this run writes {np.dtype(dtype)} (pass dtype= to match)")
         self.array = target
@@ -78,7 +84,6 @@ class Output:
                         if self.resumable else None)
         self._leading = leading
         self._pending: dict[tuple, dict[int, np.ndarray]] = {}
-        self._planes = planes
 
     @staticmethod
     def _open_path(path: Path, shape, dtype, leading) -> object:
@@ -92,9 +97,7 @@ class Output:
             if ATTRS_KEY not in dict(array.attrs):
                 raise ValueError(f"out: {path} exists and was not written by noise2fast; it is left as it is")
             return array
-        chunks = tuple(1 if axis in leading else n for axis, n in enumerate(shape))
-        array = zarr.open_array(str(path), mode="w", shape=shape, chunks=chunks, dtype=dtype)
-        return array
+        return new_plane_store(path, shape, dtype, leading)
 
     def _record(self) -> None:
         self.array.attrs[ATTRS_KEY] = {"signature": self._signature, "finished": sorted(self.finished)}
