@@ -42,7 +42,7 @@ from stack import fit_noise
 
 HERE = Path(__file__).parent
 MODES = ("recording", "volume", "independent")
-FIELDS = ["image", "planes", "size", "axial", "seed", "mode", "commit", "seconds", "steps", "median_psnr",
+FIELDS = ["image", "planes", "size", "axial", "seed", "mode", "label", "commit", "seconds", "steps", "median_psnr",
           "median_ssim", "median_noisy_psnr", "volume_psnr", "noisy_volume_psnr", "precision"]
 
 
@@ -83,7 +83,8 @@ def one(args) -> dict:
     torch.set_num_threads(args.threads)
     noisy, cleans = build(args)
     start = time.perf_counter()
-    job = iter_denoise(noisy, axes="ZYX", seed=args.seed, device="cpu", stack=args.mode)
+    job = iter_denoise(noisy, axes="ZYX", seed=args.seed, device="cpu", stack=args.mode, max_steps=args.max_steps,
+                       **json.loads(args.params))
     steps = sum(event.step for event in job if event.done)
     seconds = time.perf_counter() - start
     result = job.result()
@@ -113,6 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--modes", default="recording,volume")
+    parser.add_argument("--params", default="{}", help="JSON of Noise2Fast settings for every run")
+    parser.add_argument("--max-steps", type=int, default=None)
+    parser.add_argument("--label", default="defaults", help="the name of these settings in the table")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "volume.csv")
     parser.add_argument("--mode", choices=MODES, help=argparse.SUPPRESS)  # one run, in this process
     parser.add_argument("--seed", type=int, help=argparse.SUPPRESS)
@@ -124,20 +128,29 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     args.commit = commit()
     rows = list(csv.DictReader(args.out.open())) if args.out.exists() else []
-    done = {(r["commit"], r["image"], r["planes"], r["size"], float(r["axial"]), r["seed"], r["mode"]) for r in rows}
+    if rows and list(rows[0]) != FIELDS:  # columns added since: rewrite, the old rows with blanks there
+        with args.out.open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, FIELDS)
+            writer.writeheader()
+            writer.writerows(rows)
+    done = {(r["commit"], r["image"], r["planes"], r["size"], float(r["axial"]), r["seed"], r["mode"],
+             r.get("label") or "defaults") for r in rows}
     for axial in (float(a) for a in args.axial.split(",")):
         for seed in args.seeds.split(","):
             for mode in args.modes.split(","):
-                key = (args.commit, args.image, str(args.planes), str(args.size), axial, seed, mode)
+                key = (args.commit, args.image, str(args.planes), str(args.size), axial, seed, mode, args.label)
                 if key in done:
                     continue
                 command = [sys.executable, __file__, "--mode", mode, "--commit", args.commit, "--image", args.image,
                            "--planes", str(args.planes), "--size", str(args.size), "--axial", str(axial),
-                           "--seed", seed, "--threads", str(args.threads), "--data", str(args.data)]
+                           "--seed", seed, "--threads", str(args.threads), "--data", str(args.data),
+                           "--params", args.params, "--label", args.label]
+                if args.max_steps:
+                    command += ["--max-steps", str(args.max_steps)]
                 finished = subprocess.run(command, capture_output=True, text=True)
                 if finished.returncode:
                     raise SystemExit(finished.stderr[-3000:])
-                row = json.loads(finished.stdout.strip().splitlines()[-1])
+                row = {**json.loads(finished.stdout.strip().splitlines()[-1]), "label": args.label}
                 append_rows(args.out, FIELDS, [row])
                 rows.append({k: str(v) for k, v in row.items()})
                 print(row, flush=True)
@@ -149,19 +162,19 @@ def main(argv: list[str] | None = None) -> int:
     groups: dict[tuple, list] = {}
     for r in rows:
         if r["commit"] == args.commit and r["image"] == args.image and r["planes"] == str(args.planes):
-            groups.setdefault((float(r["axial"]), r["mode"]), []).append(r)
+            groups.setdefault((float(r["axial"]), f'{r["mode"]} ({r.get("label") or "defaults"})'), []).append(r)
     for (axial, mode), mine in sorted(groups.items(), key=lambda item: (-item[0][0], item[0][1])):
         def median(field, rows=mine):
             return statistics.median(float(r[field]) for r in rows)
         print(f"| {axial:g} | {mode} | {len(mine)} | {median('median_psnr'):.2f} | {median('median_ssim'):.4f} | "
               f"{median('median_noisy_psnr'):.2f} | {median('volume_psnr'):.2f} | {median('noisy_volume_psnr'):.2f} | "
               f"{median('seconds'):.1f} | {median('steps'):.0f} |")
-    for axial in sorted({a for a, _ in groups}, reverse=True):
-        base = {r["seed"]: float(r["median_psnr"]) for r in groups.get((axial, "recording"), [])}
-        gains = [float(r["median_psnr"]) - base[r["seed"]] for r in groups.get((axial, "volume"), [])
+    for axial, label in sorted({(a, name.split(" (", 1)[1]) for a, name in groups}, reverse=True):
+        base = {r["seed"]: float(r["median_psnr"]) for r in groups.get((axial, f"recording ({label}"), [])}
+        gains = [float(r["median_psnr"]) - base[r["seed"]] for r in groups.get((axial, f"volume ({label}"), [])
                  if r["seed"] in base]
         if gains:
-            print(f"\naxial spread {axial:g}: volume minus recording, per seed: "
+            print(f"\naxial spread {axial:g}, {label[:-1]}: volume minus recording, per seed: "
                   + ", ".join(f"{g:+.2f}" for g in gains) + f" dB; median {statistics.median(gains):+.2f}")
     return 0
 

@@ -1,11 +1,9 @@
-"""Comparison of methods: the API, the command line, and the comparison dock in a real viewer."""
+"""Comparison of methods: the API and the command line (the dock: tests/_qt/test_compare_dock.py)."""
 
 from __future__ import annotations
 
 import csv
 import io
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -118,98 +116,3 @@ def test_cli_compare_reports_a_bad_method_plainly(tmp_path, capsys):
     tifffile.imwrite(tmp_path / "a.tif", np.random.rand(16, 16).astype(np.float32))
     assert main(["compare", str(tmp_path / "a.tif"), "--methods", "nope", "-q"]) == 1
     assert "method must be one of" in capsys.readouterr().err
-
-
-# ---------------------------------------------------------------- the comparison dock in a real viewer
-napari = pytest.importorskip("napari")
-pytest.importorskip("pytestqt")
-
-
-@pytest.fixture
-def compare_dock(make_napari_viewer):
-    viewer = make_napari_viewer()
-    _, widget = viewer.window.add_plugin_dock_widget("napari-noise2fast", "Compare denoisers")
-    return viewer, widget
-
-
-def test_dock_compares_two_methods_into_layers_curves_and_table(qtbot, compare_dock, set12_05_crop, tmp_path):
-    from qtpy.QtWidgets import QApplication
-
-    viewer, dock = compare_dock
-    noisy, clean = set12_05_crop
-    layer = viewer.add_image(noisy, name="crop")
-    reference = viewer.add_image(clean, name="clean")
-    assert dock.ticked() == ["noise2fast", "calibrated"]
-    worker = dock.start(layer, methods=["calibrated", "zs-n2n"], reference=reference, params=QUICK)
-    assert worker is not None and dock.running
-    qtbot.waitUntil(lambda: not dock.running, timeout=120_000)
-    assert "crop [Calibrated classical]" in viewer.layers and "crop [ZS-N2N]" in viewer.layers
-    for name in ("calibrated", "zs-n2n"):
-        out = viewer.layers[f"crop [{dock.comparison.rows[0].display_name if name == 'calibrated' else 'ZS-N2N'}]"]
-        np.testing.assert_array_equal(out.data, dock.comparison.outputs[name])
-        xs, ys = dock.curves[name].getData()
-        assert len(xs) >= 2 and np.all(np.isfinite(ys))
-    assert len(dock.curves) == 2 and len(dock.plot.getPlotItem().listDataItems()) == 2
-    assert dock.plot.getPlotItem().getAxis("left").labelText == "PSNR against reference (dB)"
-    rows = dock.table_rows()
-    assert [row[0] for row in rows] == ["Calibrated classical", "ZS-N2N"] and len(rows[0]) == len(TABLE_COLUMNS)
-    assert rows == [row.cells() for row in dock.comparison.rows]
-    assert float(rows[1][4]) > quality(clean, noisy)[0] + 2.0
-    assert [name for name, box in dock.boxes.items() if box.value] == ["zs-n2n", "calibrated"]
-    assert dock.reference.value is reference
-    dock.copy_csv()
-    copied = QApplication.clipboard().text()
-    assert copied.splitlines()[0] == ",".join(TABLE_COLUMNS) and len(copied.splitlines()) == 3
-    np.testing.assert_array_equal(layer.data, noisy)
-    shots = Path(os.environ.get("NOISE2FAST_SCREENSHOTS", tmp_path))
-    shots.mkdir(parents=True, exist_ok=True)
-    image = viewer.screenshot(path=str(shots / "compare.png"), canvas_only=False, flash=False)
-    assert image.std() > 5
-
-
-def test_dock_refuses_bad_starts_with_a_notification(monkeypatch, compare_dock):
-    from napari_noise2fast import _compare_widget
-
-    viewer, dock = compare_dock
-    shown = []
-    monkeypatch.setattr(_compare_widget, "show_warning", shown.append)
-    monkeypatch.setattr(_compare_widget, "show_error", shown.append)
-    assert dock.start() is None
-    layer = viewer.add_image(np.random.rand(32, 32), name="a")
-    small = viewer.add_image(np.random.rand(16, 16), name="b")
-    assert dock.start(layer, methods=[]) is None
-    assert dock.start(layer, methods=["zs-n2n"], reference=small) is None
-    assert "select an image layer" in shown[0] and "tick at least one" in shown[1] and "must match" in shown[2]
-    assert not dock.running and len(viewer.layers) == 2
-
-
-def test_dock_stop_keeps_finished_rows_and_the_running_methods_best(qtbot, compare_dock, set12_05_crop):
-    viewer, dock = compare_dock
-    noisy, _ = set12_05_crop
-    layer = viewer.add_image(noisy, name="crop")
-    methods_seen = []
-    worker = dock.start(layer, methods=["calibrated", "zs-n2n"],
-                        params={"zs-n2n": {"steps": 10**6, "report_every": 5}})
-    worker.yielded.connect(lambda item: methods_seen.append((item[0].method, item[0].event.step)))
-    qtbot.waitUntil(lambda: any(m == "zs-n2n" and s >= 20 for m, s in methods_seen), timeout=120_000)
-    dock.stop()
-    qtbot.waitUntil(lambda: not dock.running, timeout=120_000)
-    assert [row[0] for row in dock.table_rows()] == ["Calibrated classical"]
-    assert dock.status.value.startswith("Stopped during ZS-N2N")
-    out = viewer.layers["crop [ZS-N2N]"].data
-    assert not np.array_equal(out, noisy) and np.isfinite(out).all()
-    assert dock.start_button.enabled and dock.copy_button.enabled
-
-
-def test_closing_the_viewer_mid_comparison_leaves_no_thread(qtbot, compare_dock, set12_05_crop):
-    from qtpy.QtCore import QThreadPool
-
-    viewer, dock = compare_dock
-    steps = []
-    worker = dock.start(viewer.add_image(set12_05_crop[0], name="crop"), methods=["zs-n2n"],
-                        params={"zs-n2n": {"steps": 10**6, "report_every": 5}})
-    worker.yielded.connect(lambda item: steps.append(item[0].event.step))
-    qtbot.waitUntil(lambda: len(steps) >= 2, timeout=120_000)
-    viewer.close()
-    assert QThreadPool.globalInstance().waitForDone(30_000)
-    assert QThreadPool.globalInstance().activeThreadCount() == 0 and steps[-1] < 10**6

@@ -30,7 +30,7 @@ def test_root_manifest_is_the_packaged_one():
 def test_engine_api_and_cli_import_no_gui():
     code = (
         "import sys, napari_noise2fast, napari_noise2fast.cli, napari_noise2fast.methods, napari_noise2fast.layers,"
-        " napari_noise2fast.preview, napari_noise2fast.samples, napari_noise2fast._context_menu;"
+        " napari_noise2fast.preview, napari_noise2fast.samples, napari_noise2fast._qt.context_menu;"
         "bad = [m for m in sys.modules if m.split('.')[0] in {'napari', 'qtpy', 'PyQt5', 'PyQt6', 'PySide2',"
         " 'PySide6', 'magicgui', 'vispy'}];"
         "print(bad); sys.exit(1 if bad else 0)"

@@ -202,7 +202,12 @@ class DenoiseJob:
                 if event.done:
                     done += 1
                 pace = (times[-1] - times[0]) / (len(times) - 1) if len(times) > 1 else None
-                eta = None if pace is None else pace * (self.n_planes - done)
+                if pace is not None:
+                    eta = pace * (self.n_planes - done)
+                elif event.eta is not None and not event.done:  # the plane's own, the planes after it as long
+                    eta = event.eta + (event.elapsed + event.eta) * (self.n_planes - done - 1)
+                else:
+                    eta = None
                 yield dataclasses.replace(event, planes_done=done, eta=eta)
         finally:
             events.close()

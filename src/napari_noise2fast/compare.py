@@ -24,7 +24,10 @@ from napari_noise2fast.methods import get_method
 DEFAULT_METHODS = ("noise2fast", "calibrated")
 # Step budgets large enough that a method's time, not its steps, ends it under "equal time".
 UNBOUNDED_STEPS = 10**9
-TABLE_COLUMNS = ("method", "steps", "seconds", "validation PSNR", "PSNR", "SSIM", "stop")
+# the last column is each method's own validation score, of a different kind for each: it does not compare
+# across methods (the docks say so in its header's tooltip)
+TABLE_COLUMNS = ("method", "PSNR", "SSIM", "seconds", "steps", "stop", "own validation PSNR")
+NOISY_ROW = "noisy input"
 
 
 @dataclass(frozen=True)
@@ -62,8 +65,10 @@ class Row:
         def number(value, digits):
             return "" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
 
-        return [self.display_name, str(self.steps), f"{self.seconds:.1f}", number(self.val_psnr, 2),
-                number(self.psnr, 2), number(self.ssim, 3), self.stop or ""]
+        if self.method == NOISY_ROW:  # the input itself: nothing ran
+            return [self.display_name, number(self.psnr, 2), number(self.ssim, 3), "", "", "", ""]
+        return [self.display_name, number(self.psnr, 2), number(self.ssim, 3), f"{self.seconds:.1f}",
+                str(self.steps), self.stop or "", number(self.val_psnr, 2)]
 
 
 @dataclass
@@ -79,19 +84,33 @@ class Comparison:
     rows: list[Row] = field(default_factory=list)
     curves: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
     curve_kind: str = "validation PSNR"
+    noisy: Row | None = None  # the noisy input against the reference (with one): the bar to clear
+
+    def all_rows(self) -> list[Row]:
+        """The noisy input's row (with a reference), then the methods'."""
+        return ([self.noisy] if self.noisy is not None else []) + self.rows
+
+    def best(self) -> dict[str, str]:
+        """Per column, the method whose value is best (highest PSNR and SSIM, fewest seconds), where scored."""
+        found = {}
+        for column, key, better in (("PSNR", "psnr", max), ("SSIM", "ssim", max), ("seconds", "seconds", min)):
+            scored = [row for row in self.rows if getattr(row, key) is not None and math.isfinite(getattr(row, key))]
+            if scored:
+                found[column] = better(scored, key=lambda row, key=key: getattr(row, key)).method
+        return found
 
     def table(self) -> str:
-        """The rows as a Markdown table."""
+        """The rows as a Markdown table (the noisy input first, with a reference)."""
         lines = ["| " + " | ".join(TABLE_COLUMNS) + " |", "|" + "---|" * len(TABLE_COLUMNS)]
-        lines += ["| " + " | ".join(row.cells()) + " |" for row in self.rows]
+        lines += ["| " + " | ".join(row.cells()) + " |" for row in self.all_rows()]
         return "\n".join(lines)
 
     def csv(self) -> str:
-        """The rows as CSV text (for the clipboard or a file)."""
+        """The rows as CSV text (for the clipboard or a file), the noisy input first with a reference."""
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow(TABLE_COLUMNS)
-        writer.writerows(row.cells() for row in self.rows)
+        writer.writerows(row.cells() for row in self.all_rows())
         return buffer.getvalue()
 
 
@@ -218,6 +237,9 @@ def iter_compare(
     # the curves' points use the whole reference's range, as the table does, not each plane's own
     data_range = None if reference is None else _data_range(reference)
     comparison = Comparison(curve_kind="PSNR against reference" if reference is not None else "validation PSNR")
+    if reference is not None:
+        psnr, ssim = quality(reference, image)
+        comparison.noisy = Row(NOISY_ROW, NOISY_ROW, 0, 0.0, math.nan, psnr, ssim)
     budget = time_budget
     planes = count_planes(image, common.get("axes"), common.get("channel_axis"))
     for name in names:

@@ -40,6 +40,20 @@ def downsample(plane, factor: int) -> np.ndarray:
 
 
 @dataclass(frozen=True)
+class Countdown:
+    """How near a method is to stopping by itself: ``done`` of ``total`` ``unit``.
+
+    ``resets``: the count goes back to 0 when the method improves (patience: steps since the last validation
+    gain that counted, of the patience now), so the run may last longer than the count says; otherwise a
+    fixed budget (steps, candidates and blocks, per cent of a time budget)."""
+
+    done: int
+    total: int
+    unit: str
+    resets: bool = False
+
+
+@dataclass(frozen=True)
 class Event:
     """One progress report of a training run.
 
@@ -83,8 +97,15 @@ class Event:
     planes_done : int
         Planes of the job finished so far (this one too, on its final event); set by the job.
     eta : float or None
-        Seconds the job's remaining planes will take at the pace measured between the planes finished so
-        far in this run (None until two have finished); set by the job.
+        Seconds left: for a job of several planes, what its remaining planes will take at the pace measured
+        between the planes finished so far in this run (set by the job once two have finished); before that,
+        and for one plane, what the plane's ``countdown`` has left at its measured step rate (with a
+        countdown that ``resets``: at least that long).
+    countdown : Countdown or None
+        How near the method is to stopping by itself (None where it cannot tell, and on the preview).
+    preview_val_psnr : float
+        The preview's validation PSNR (what the method's must beat for its output to be shown; NaN without
+        a preview).
 
     A method that validates on regions of the plane (:meth:`Method.validation_regions`: Noise2Fast in
     bounded mode) gets a second step-0 event with the preview's validation PSNR on those regions (what
@@ -105,6 +126,29 @@ class Event:
     n_planes: int = 1
     planes_done: int = 0
     eta: float | None = None
+    countdown: Countdown | None = None
+    preview_val_psnr: float = math.nan
+
+
+def throttle(items, min_interval: float, event_of=None, clock=time.perf_counter):
+    """``(item, show)`` for each of ``items`` (an iterator of :class:`Event`, or of items ``event_of(item)`` maps
+    to one): ``show`` says whether a viewer should draw the event's output now. At most one output every
+    ``min_interval`` seconds goes through, but a preview (step 0) and a final output (``done``) always do; an
+    item without an output is never shown. Returns what ``items`` returns (a generator's return value), so that
+    a worker can drain it. What a front end redraws is throttled here, headless, not in each front end."""
+    last = -math.inf
+    while True:
+        try:
+            item = next(items)
+        except StopIteration as finished:
+            return finished.value
+        event = item if event_of is None else event_of(item)
+        show = event.output is not None
+        if show and not (event.done or event.step == 0):
+            show = clock() - last >= min_interval
+        if show:
+            last = clock()
+        yield item, show
 
 
 class Method(ABC):
@@ -167,6 +211,10 @@ class Method(ABC):
         """What the next plane of the same job may start from (``warm``); None: nothing."""
         return None
 
+    def countdown(self) -> Countdown | None:
+        """How near the method is to stopping by itself (see :class:`Countdown`); None: it cannot tell."""
+        return None
+
     def predict_plane(self, plane: torch.Tensor) -> torch.Tensor:
         """A normalised plane (1, 1, H, W) denoised by the best model so far (H, W); methods that
         ``trains_on_stacks`` only."""
@@ -199,6 +247,28 @@ def seeded_module(factory, seed: int) -> torch.nn.Module:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return factory()
+
+
+class _Pace:
+    """The pace of a run, measured from the first event with a countdown on (the preview and the model's set-up
+    excluded), and the seconds a countdown has left at that pace: steps without a gain at the step rate for a
+    countdown that resets, else the rest of the budget at the rate its count has moved."""
+
+    def __init__(self):
+        self.first: tuple[int, int, float] | None = None  # (step, countdown done, time) when counting started
+
+    def left(self, step: int, countdown: Countdown | None) -> float | None:
+        if countdown is None:
+            return None
+        now = time.perf_counter()
+        if self.first is None:
+            self.first = (step, countdown.done, now)
+            return None
+        step0, done0, start = self.first
+        moved = step - step0 if countdown.resets else countdown.done - done0
+        if moved <= 0:
+            return None
+        return (now - start) / moved * max(countdown.total - countdown.done, 0)
 
 
 class _Run:
@@ -304,6 +374,7 @@ class PlaneRun(_Run):
         self.use_preview = preview
         self._preview: np.ndarray | None = None
         self._preview_psnr = -math.inf
+        self._pace = _Pace()
 
     @property
     def stage(self) -> str:
@@ -324,6 +395,7 @@ class PlaneRun(_Run):
             output = self.result() if done else self.preview()
         if with_view and self.view_every is not None:
             view = self.view()
+        countdown = None if self.model is None or done else self.model.countdown()
         return Event(
             step=self.step,
             val_psnr=val_psnr,
@@ -337,6 +409,9 @@ class PlaneRun(_Run):
             stop_reason=self.stop_reason if done else None,
             plane=self.plane_index,
             n_planes=self.n_planes,
+            eta=0.0 if done else self._pace.left(self.step, countdown),
+            countdown=countdown,
+            preview_val_psnr=self._preview_psnr if self._preview is not None else math.nan,
         )
 
     def __iter__(self) -> Iterator[Event]:
@@ -502,6 +577,7 @@ class RecordingRun(_Run):
         self.skip = set(skip)  # planes finished already (a resumed run): not predicted again
         self.model: Method | None = None
         self.plane_index = self.indices[0]  # the plane whose result is in the making (-1 while predicting)
+        self._pace = _Pace()
         self.step = 0
         self.best_val_psnr = -math.inf
         self.stop_reason: str | None = None
@@ -512,10 +588,11 @@ class RecordingRun(_Run):
 
     def _event(self, val_psnr: float, plane: int, step: int, output=None, view=None, done=False,
                reason: str | None = None) -> Event:
+        countdown = self.model.countdown() if self.model is not None and self.plane_index >= 0 else None
         return Event(step=step, val_psnr=val_psnr, best_val_psnr=self.best_val_psnr, elapsed=self.elapsed,
                      stage=self.method_cls.name, output=output, view=view, view_factor=self.view_factor,
                      done=done, stop_reason=(reason or self.stop_reason) if done else None, plane=plane,
-                     n_planes=self.n_planes)
+                     n_planes=self.n_planes, countdown=countdown, eta=self._pace.left(step, countdown))
 
     def __iter__(self) -> Iterator[Event]:
         if self._started is not None:

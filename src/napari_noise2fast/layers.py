@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from napari_noise2fast.api import denoise
-from napari_noise2fast.methods import get_method
+from napari_noise2fast.names import method_key, short_name
 
 
 def output_name(input_name: str, method: str = "noise2fast") -> str:
-    """``"<input name> [Noise2Fast]"``: the name of the layer a run writes to."""
-    return f"{input_name} [{get_method(method).display_name}]"
+    """``"<input name> [Noise2Fast]"``: the name of the layer a run writes to (the method's short name, so that
+    it fits napari's layer list)."""
+    return f"{input_name} [{short_name(method)}]"
 
 
 def layer_settings(layer) -> dict:
@@ -40,7 +40,7 @@ def output_metadata(layer, method: str = "noise2fast") -> dict:
         "translate": tuple(layer.translate),
         "rgb": bool(getattr(layer, "rgb", False)),
         "contrast_limits": tuple(layer.contrast_limits),
-        "metadata": {MARK: {"source": name, "method": get_method(method).name}},
+        "metadata": {MARK: {"source": name, "method": method_key(method)}},
     }
 
 
@@ -70,6 +70,8 @@ def denoise_layer(layer_or_array, method: str = "noise2fast", **kwargs) -> tuple
         ``"<input name> [Noise2Fast]"`` and the input's scale, translate and
         contrast limits, so ``viewer.add_image(data, **metadata)`` lines it up.
     """
+    from napari_noise2fast.api import denoise  # torch only when something is denoised
+
     if hasattr(layer_or_array, "data") and hasattr(layer_or_array, "scale"):
         layer = layer_or_array
         data = np.asarray(layer.data)

@@ -9,7 +9,7 @@ import torch
 
 from napari_noise2fast.checks import check_settings
 from napari_noise2fast.devices import fast_dtype
-from napari_noise2fast.engine import Method, seeded_module
+from napari_noise2fast.engine import Countdown, Method, seeded_module
 
 PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
@@ -91,6 +91,12 @@ class TrainedMethod(Method):
         if self.settings["seconds"] is not None:
             used = max(used, (time.perf_counter() - self.started) / self.settings["seconds"])
         return min(used, 1.0)
+
+    def countdown(self) -> Countdown:
+        """Steps of the budget, or per cent of the time budget where that ends first."""
+        if self.settings["seconds"] is not None and self.progress() > self.steps / self.settings["steps"]:
+            return Countdown(round(100 * self.progress()), 100, "% of the time budget")
+        return Countdown(self.steps, self.settings["steps"], "steps")
 
     def after_step(self, progress: float) -> None:
         """Called after each step with :meth:`progress`; schedules over the budget go here."""

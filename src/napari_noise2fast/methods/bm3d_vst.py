@@ -31,8 +31,8 @@ import torch
 from scipy.ndimage import uniform_filter
 from skimage.restoration import estimate_sigma
 
-from napari_noise2fast.engine import Method
-from napari_noise2fast.tiling import apply_in_blocks, central_crop
+from napari_noise2fast.engine import Countdown, Method
+from napari_noise2fast.tiling import apply_in_blocks, central_crop, count_blocks
 
 VSTS = ("auto", "anscombe", "none")
 WINDOW = 7
@@ -137,6 +137,7 @@ class BM3D(Method):
         self.output: np.ndarray | None = None
         self.model: dict = {}
         self.blocks = None
+        self.blocks_done = 0
 
     def _denoiser(self):
         """Fit the noise model (on the centre of a large plane); the function that denoises a block."""
@@ -158,12 +159,17 @@ class BM3D(Method):
             self.blocks = apply_in_blocks(self._denoiser(), self.image, MARGIN, BLOCK)
         try:
             next(self.blocks)
+            self.blocks_done += 1
             return None
         except StopIteration as finished:
             self.output = finished.value
         self.stop_reason = "complete"
         # no validation of its own: the MSE to the noisy plane
         return float(np.mean((self.output - self.image) ** 2, dtype=np.float64))
+
+    def countdown(self) -> Countdown:
+        """Blocks denoised, of all there are."""
+        return Countdown(self.blocks_done, count_blocks(self.image.shape, BLOCK), "blocks")
 
     def preview(self) -> torch.Tensor:
         return self.noisy[0, 0] if self.output is None else torch.from_numpy(np.asarray(self.output))

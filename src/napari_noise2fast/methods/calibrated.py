@@ -34,8 +34,8 @@ from skimage.restoration import (
 )
 
 from napari_noise2fast.checks import check_int
-from napari_noise2fast.engine import Method
-from napari_noise2fast.tiling import apply_in_blocks, central_crop
+from napari_noise2fast.engine import Countdown, Method
+from napari_noise2fast.tiling import apply_in_blocks, central_crop, count_blocks
 
 FAMILIES = ("nl_means", "wavelet", "tv")
 # Multiples of the estimated noise sigma tried for each family's strength parameter.
@@ -105,6 +105,7 @@ class Calibrated(Method):
         self.best_invariant: np.ndarray | None = None
         self.final: np.ndarray | None = None
         self.blocks = None  # the winner running block-wise
+        self.blocks_done = 0
 
     @property
     def best(self) -> tuple[str, float] | None:
@@ -124,6 +125,7 @@ class Calibrated(Method):
                                               MARGIN, BLOCK)
             try:
                 next(self.blocks)
+                self.blocks_done += 1
             except StopIteration as finished:
                 self.final = finished.value
                 self.stop_reason = "complete"
@@ -136,6 +138,11 @@ class Calibrated(Method):
         if mse < self.best_mse:
             self.best_mse, self.best_invariant = mse, invariant
         return mse
+
+    def countdown(self) -> Countdown:
+        """Candidates scored and blocks denoised, of all there are."""
+        blocks = count_blocks(self.image.shape, BLOCK)
+        return Countdown(len(self.scores) + self.blocks_done, len(self.candidates) + blocks, "candidates and blocks")
 
     def preview(self) -> torch.Tensor:
         if self.final is not None:

@@ -21,7 +21,7 @@ from torch import nn
 
 from napari_noise2fast.checks import check_settings
 from napari_noise2fast.devices import fast_layout
-from napari_noise2fast.engine import Method, downsample, seeded_module
+from napari_noise2fast.engine import Countdown, Method, downsample, seeded_module
 from napari_noise2fast.methods._torch import PRECISIONS, autocast, compute_dtype
 from napari_noise2fast.tiling import predict_in_tiles, tiles, with_margin
 
@@ -571,6 +571,10 @@ class Noise2Fast(Method):
         if self.since_best > self._patience():
             self._finish_or_restart()
         return mse
+
+    def countdown(self) -> Countdown:
+        """Steps since the last validation gain that counted, of the patience now (a gain resets it)."""
+        return Countdown(self.since_best, self._patience(), "steps without a gain", resets=True)
 
     def _patience(self) -> int:
         start = self.settings["start_patience"]

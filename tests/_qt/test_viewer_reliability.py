@@ -14,7 +14,10 @@ import pytest
 napari = pytest.importorskip("napari")
 pytest.importorskip("pytestqt")
 
-from napari_noise2fast import _actions, _compare_widget, _widget  # noqa: E402
+from napari_noise2fast._qt import actions as _actions  # noqa: E402
+from napari_noise2fast._qt import compare_dock as _compare_widget  # noqa: E402
+from napari_noise2fast._qt import dock as _dock  # noqa: E402
+from napari_noise2fast._qt import noise2fast_dock as _widget  # noqa: E402
 from napari_noise2fast.samples import noisy_cell  # noqa: E402
 
 PLUGIN = "napari-noise2fast"
@@ -25,7 +28,7 @@ TIMEOUT_MS = 120_000
 def shown(monkeypatch):
     """Every notification the docks and actions show, as (kind, text)."""
     seen: list[tuple[str, str]] = []
-    for module in (_widget, _compare_widget, _actions):
+    for module in (_widget, _compare_widget, _actions, _dock):
         for kind in ("show_info", "show_warning", "show_error"):
             if hasattr(module, kind):
                 monkeypatch.setattr(module, kind, lambda text, kind=kind: seen.append((kind, text)))
@@ -47,7 +50,7 @@ def start_endless(qtbot, widget, layer, events: int = 2):
     seen = []
     worker = widget.start(layer)
     assert worker is not None
-    worker.yielded.connect(seen.append)
+    worker.yielded.connect(lambda item: seen.append(item[0]))
     qtbot.waitUntil(lambda: len(seen) >= events, timeout=TIMEOUT_MS)
     return seen
 
@@ -142,7 +145,7 @@ def test_one_click_runs_what_the_dock_shows(qtbot, viewer, docked):
     viewer.layers.selection.active = layer
     worker = _actions.denoise_with_defaults(viewer)
     events = []
-    worker.yielded.connect(events.append)
+    worker.yielded.connect(lambda item: events.append(item[0]))
     wait_done(qtbot, docked)
     assert {event.n_planes for event in events} == {1} and events[-1].step == 3  # the shown plane, 3 steps
     out = viewer.layers["stack [Noise2Fast]"].data

@@ -2,8 +2,11 @@
 
 napari >= 0.5 takes no npe2 contributions to ``napari/layers/context``, so the
 action is registered at run time on napari's (private) app model when the
-plugin activates. If that private API moves, registration is skipped quietly:
-the same command stays under Layers > Filter > Denoise.
+plugin activates (npe2 activates a plugin when one of its commands first runs:
+a dock, a menu entry, a sample; napari offers no hook at its start, so the entry
+is missing until then: Layers > Filter > Denoise > "Show in the layer right-click
+menu" adds it and says so). If that private API moves, registration is skipped
+quietly: the same command stays under Layers > Filter > Denoise.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ def register() -> bool:
             return True
 
         def callback(viewer: Viewer) -> None:
-            from napari_noise2fast._actions import denoise_with_defaults  # Qt only when the action runs
+            from napari_noise2fast._qt.actions import denoise_with_defaults  # Qt only when the action runs
 
             denoise_with_defaults(viewer)
 

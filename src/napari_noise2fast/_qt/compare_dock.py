@@ -3,18 +3,15 @@
 A thin client of :func:`napari_noise2fast.iter_compare`, run in a napari thread
 worker: each method writes into its own output layer ``<input> [method]``, one
 plot holds a curve per method against wall-clock seconds (PSNR against the
-reference layer when one is chosen, else each method's own validation PSNR),
-and a table in the dock lists method, steps, seconds, validation PSNR and
-PSNR/SSIM against the reference; "Copy CSV" puts the table on the clipboard.
+reference layer when one is chosen, with the noisy input's level, else each
+method's own validation PSNR), and a table lists the noisy input (with a
+reference) and each method's PSNR, SSIM, seconds, steps and stop reason, the
+best of each column marked; "Copy CSV" puts the table on the clipboard.
 """
 
 from __future__ import annotations
 
-import math
-import time
-
 import numpy as np
-import pyqtgraph as pg
 from magicgui.widgets import (
     CheckBox,
     ComboBox,
@@ -29,41 +26,37 @@ from magicgui.widgets import (
 from napari.layers import Image
 from napari.utils.notifications import show_error, show_info, show_warning
 from napari.utils.theme import get_theme
-from qtpy.QtWidgets import QAbstractItemView, QApplication, QTableWidget, QTableWidgetItem
+from qtpy.QtGui import QFont
+from qtpy.QtWidgets import QAbstractItemView, QApplication, QHeaderView, QTableWidget, QTableWidgetItem
 
-from napari_noise2fast._widget import (
+from napari_noise2fast._qt.dock import (
     CURRENT_PLANE,
     UPDATE_SECONDS,
     WHOLE_LAYER,
+    ThemedPlot,
     WorkerDock,
-    available_devices,
-    warm_up_torch,
+    likely_reference,
+    output_layer,
 )
-from napari_noise2fast.compare import TABLE_COLUMNS, check_comparison, iter_compare
-from napari_noise2fast.devices import resolve_device
-from napari_noise2fast.layers import layer_settings, output_metadata
-from napari_noise2fast.methods import METHODS
+from napari_noise2fast.layers import layer_settings
+from napari_noise2fast.names import METHOD_NAMES
 
 TICKED = ("noise2fast", "calibrated")
 # one colour per method, readable on the dark and the light theme
 COLOURS = ["#f0a030", "#40b0f0", "#e05080", "#60d060", "#b080f0", "#d0d040", "#f07040"]
+COLUMNS = ("method", "PSNR", "SSIM", "seconds", "steps", "stop", "own validation PSNR")
+OWN_SCORE_TIP = ("Each method's own validation score against the noisy image. Methods score in different ways "
+                 "(a held-out pixel, a masked pixel, a chequerboard half...), so this column does not compare across "
+                 "rows: compare PSNR and SSIM against a reference instead.")
+BEST_MARK = " ★"
 
 
 def throttled_compare(runs, min_interval: float):
-    """The worker's body: the comparison's reports, dropping outputs that come sooner than
-    ``min_interval`` after the last one sent for display (a method's final output always goes through).
-    Returns what :func:`iter_compare` returns (the :class:`~napari_noise2fast.compare.Comparison`)."""
-    last = -math.inf
-    while True:
-        try:
-            report = next(runs)
-        except StopIteration as finished:
-            return finished.value
-        event = report.event
-        show = event.output is not None and (event.done or time.perf_counter() - last >= min_interval)
-        if show:
-            last = time.perf_counter()
-        yield report, show
+    """The worker's body: the comparison's reports with whether to draw each one's output now (see
+    :func:`napari_noise2fast.engine.throttle`); returns what :func:`iter_compare` returns."""
+    from napari_noise2fast.engine import throttle
+
+    return (yield from throttle(runs, min_interval, event_of=lambda report: report.event))
 
 
 class CompareWidget(WorkerDock):
@@ -74,37 +67,45 @@ class CompareWidget(WorkerDock):
     def __init__(self, napari_viewer):
         super().__init__(napari_viewer)
         self.image = create_widget(annotation=Image, label="image", options={"tooltip": "the noisy image layer"})
-        self.reference = create_widget(annotation=Image, label="reference",
-                                       options={"nullable": True, "value": None,
-                                                "tooltip": "optional clean image: PSNR/SSIM against it"})
-        self.boxes = {name: CheckBox(text=cls.display_name, value=name in TICKED) for name, cls in METHODS.items()}
+        self.reference = create_widget(annotation=Image, label="reference", options={
+            "nullable": True, "value": None,
+            "tooltip": "optional: a clean image of the same scene; PSNR and SSIM are measured against it, and the "
+                       "noisy input gets a row of its own"})
+        self.boxes = {name: CheckBox(text=label, value=name in TICKED) for name, label in METHOD_NAMES.items()}
         methods = Container(widgets=list(self.boxes.values()), layout="vertical", labels=False, label="methods")
-        self.equal_time = CheckBox(text="equal time (every method gets Noise2Fast's time)", value=False)
+        self.equal_time = CheckBox(text="equal time (each gets Noise2Fast's time)", value=False,
+                                   tooltip="the Noise2Fast paper's comparison: every other method runs as long as "
+                                           "Noise2Fast took")
         self.time_budget = FloatSpinBox(label="time budget (s)", value=0, min=0, max=86_400, step=5,
-                                        tooltip="wall-clock seconds per method; 0: each method's own budget")
-        self.seed = SpinBox(label="seed", value=0, min=-1, max=2**31 - 1)
-        self.device = ComboBox(label="device", choices=available_devices(), value="auto")
+                                        tooltip="seconds per method; 0: each method's own budget")
+        self.seed = SpinBox(label="seed", value=0, min=-1, max=2**31 - 1,
+                            tooltip="the same seed gives the same result on the CPU; -1: a new seed every run")
+        self.device = ComboBox(label="device", choices=["auto", "cpu"], value="auto",
+                               tooltip="auto: an NVIDIA GPU (CUDA), then an Apple GPU (MPS), then the CPU")
         self.scope = RadioButtons(label="scope", choices=[CURRENT_PLANE, WHOLE_LAYER], value=CURRENT_PLANE,
-                                  orientation="horizontal")
+                                  orientation="horizontal",
+                                  tooltip="stacks and recordings: the plane the sliders show, or every plane")
         self.start_button = PushButton(text="Compare", tooltip="run the ticked methods one after another")
         self.stop_button = PushButton(text="Stop", enabled=False, tooltip="stop; finished methods keep their rows")
         self.copy_button = PushButton(text="Copy CSV", enabled=False, tooltip="copy the table to the clipboard")
         self.status = Label(value="Tick methods, select an image layer and press Compare.")
-        self.table = QTableWidget(0, len(TABLE_COLUMNS))
-        self.table.setHorizontalHeaderLabels(list(TABLE_COLUMNS))
+        self.status.native.setWordWrap(True)
+        self.table = QTableWidget(0, len(COLUMNS))
+        self.table.setHorizontalHeaderLabels(list(COLUMNS))
+        self.table.horizontalHeaderItem(len(COLUMNS) - 1).setToolTip(OWN_SCORE_TIP)
         self.table.verticalHeader().setVisible(False)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        buttons = Container(widgets=[self.start_button, self.stop_button, self.copy_button], layout="horizontal",
-                            labels=False)
-        self.extend([self.image, self.reference, methods, self.equal_time, self.time_budget, self.seed,
-                     self.device, self.scope, buttons, self.status])
-        self.status.native.setWordWrap(True)
-        self.native.setMaximumWidth(560)
-        self._build_plot()
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         self.table.setMinimumHeight(150)
-        self.native.layout().addWidget(self.table)
-        warm_up_torch()
+        self.extend([self.image, self.reference, methods, self.equal_time, self.time_budget, self.seed,
+                     self.device, self.scope, self.row(self.start_button, self.stop_button, self.copy_button),
+                     self.status])
+        self.plot = ThemedPlot(self.viewer, "seconds", "own validation PSNR (dB)", min_height=200)
+        self.add_native(self.plot.widget)
+        self.add_native(self.table)
 
+        self.image.changed.connect(lambda _: self._offer_reference())
+        self.viewer.layers.events.inserted.connect(lambda _: self._offer_reference())
         self.start_button.clicked.connect(lambda: self.start())
         self.stop_button.clicked.connect(self.stop)
         self.copy_button.clicked.connect(self.copy_csv)
@@ -112,20 +113,22 @@ class CompareWidget(WorkerDock):
         self.comparison = None
         self._current = None
         self.output_layers: dict[str, Image] = {}
-        self.curves: dict[str, pg.PlotDataItem] = {}
         self._points: dict[str, list[tuple[float, float]]] = {}
         self._base: tuple = ()
-        self._current = None
+        self.warm_up(on_ready=lambda devices: setattr(self.device, "choices", devices))
 
-    def _build_plot(self) -> None:
-        theme = get_theme(self.viewer.theme)
-        self._text = theme.text.as_hex()
-        self.plot = pg.PlotWidget(background=theme.canvas.as_hex())
-        self.plot.setMinimumHeight(200)
-        self.plot.setLabel("bottom", "seconds", color=self._text)
-        self.plot.showGrid(x=True, y=True, alpha=0.2)
-        self.legend = self.plot.addLegend(offset=(-10, 10), labelTextColor=self._text)
-        self.native.layout().addWidget(self.plot)
+    @property
+    def curves(self):
+        """The plot's curve per method."""
+        return {name: self.plot.curves[METHOD_NAMES[name]] for name in self._points}
+
+    def _offer_reference(self) -> None:
+        """Pick a likely clean layer as the reference while none is chosen."""
+        if self.reference.value is None and not self.running:
+            found = likely_reference(self.viewer, self.image.value)
+            if found is not None:
+                self.reference.reset_choices()  # the layer list may have changed in this very event
+                self.reference.value = found
 
     def ticked(self) -> list[str]:
         return [name for name, box in self.boxes.items() if box.value]
@@ -133,6 +136,10 @@ class CompareWidget(WorkerDock):
     def start(self, layer: Image | None = None, methods: list[str] | None = None, reference: Image | None = None,
               params: dict | None = None, scope: str | None = None):
         """Compare ``methods`` (default: the ticked ones) on ``layer`` (default: the picked one)."""
+        self.wait_warm()
+        from napari_noise2fast.compare import check_comparison, iter_compare
+        from napari_noise2fast.devices import resolve_device
+
         if self.running:
             show_info("A comparison is already running; press Stop first.")
             return None
@@ -177,7 +184,7 @@ class CompareWidget(WorkerDock):
         self.worker.returned.connect(self._on_returned)
         self.start_button.enabled = self.copy_button.enabled = False
         self.stop_button.enabled = True
-        self.status.value = f"Comparing {', '.join(METHODS[m].display_name for m in methods)} on {layer.name}..."
+        self.status.value = f"Comparing {', '.join(METHOD_NAMES[m] for m in methods)} on {layer.name}..."
         self.worker.start()
         return self.worker
 
@@ -187,22 +194,10 @@ class CompareWidget(WorkerDock):
             show_info("Comparison table copied as CSV.")
 
     def _reset_plot(self, with_reference: bool) -> None:
-        for curve in self.curves.values():
-            self.plot.removeItem(curve)
-        self.legend.clear()
-        self.curves, self._points = {}, {}
-        label = "PSNR against reference (dB)" if with_reference else "own validation PSNR (dB)"
-        self.plot.setLabel("left", label, color=self._text)
-
-    def _output_layer(self, method: str, job) -> Image:
-        meta = output_metadata(self.input_layer, method)  # named "<input> [display name]"
-        if meta["name"] in self.viewer.layers:
-            existing = self.viewer.layers[meta["name"]]
-            if isinstance(existing, Image) and existing.data.shape == self.input_layer.data.shape \
-                    and existing.data.dtype == job.out_dtype and isinstance(existing.data, np.ndarray):
-                return existing
-            self.viewer.layers.remove(existing)
-        return self.viewer.add_image(np.array(self.input_layer.data, dtype=job.out_dtype), **meta)
+        self.plot.clear()
+        self._points = {}
+        self.plot.set_labels("seconds", "PSNR against the reference (dB)" if with_reference
+                             else "own validation PSNR (dB)")
 
     def _on_report(self, item) -> None:
         report, show = item
@@ -210,34 +205,51 @@ class CompareWidget(WorkerDock):
         if self._current is not None and self._current.method != method:
             self._show_rows(report.comparison)  # the method before has its row now
         self._current = report
-        if method not in self.curves:
-            colour = COLOURS[len(self.curves) % len(COLOURS)]
-            self.curves[method] = self.plot.plot([], [], pen=pg.mkPen(colour, width=2),
-                                                 name=METHODS[method].display_name)
+        if report.comparison.noisy is not None and "noisy input" not in self.plot.levels:
+            self.plot.level("noisy input", report.comparison.noisy.psnr,
+                            get_theme(self.viewer.theme).warning.as_hex(), position=0.05)
+        if method not in self._points:
+            colour = COLOURS[len(self._points) % len(COLOURS)]
+            self.plot.curve(METHOD_NAMES[method], colour)
             self._points[method] = []
-            self.output_layers[method] = self._output_layer(method, job)
+            self.output_layers[method] = output_layer(self.viewer, self.input_layer, method, job.out_dtype)
         if report.point is not None:
             self._points[method].append(report.point)
             xs, ys = zip(*self._points[method], strict=True)
-            self.curves[method].setData(list(xs), list(ys))
+            self.plot.curves[METHOD_NAMES[method]].setData(list(xs), list(ys))
         if show:
             self.write_output(self.output_layers[method], self._base + job.plane_location(event.plane),
                               job.cast(event.output))
         plane = f" · plane {event.plane + 1}/{event.n_planes}" if event.n_planes > 1 else ""
-        self.status.value = f"{METHODS[method].display_name}: step {event.step}{plane} · {event.elapsed:.1f} s"
+        left = f" · about {event.eta:.0f} s left for it" if event.eta is not None else ""
+        self.status.value = f"{METHOD_NAMES[method]}: step {event.step}{plane} · {event.elapsed:.1f} s{left}"
 
     def _show_rows(self, comparison) -> None:
-        rows = [] if comparison is None else [row.cells() for row in comparison.rows]
+        rows = [] if comparison is None else comparison.all_rows()
+        best = {} if comparison is None else comparison.best()
         self.table.setRowCount(len(rows))
-        for i, cells in enumerate(rows):
-            for j, text in enumerate(cells):
-                self.table.setItem(i, j, QTableWidgetItem(text))
-        self.table.resizeColumnsToContents()
+        bold = QFont()
+        bold.setBold(True)
+        for i, row in enumerate(rows):
+            for j, text in enumerate(row.cells()):
+                marked = best.get(COLUMNS[j]) == row.method
+                item = QTableWidgetItem(text + (BEST_MARK if marked else ""))
+                if marked:
+                    item.setFont(bold)
+                    item.setToolTip(f"the best {COLUMNS[j]} of the methods compared")
+                if j == len(COLUMNS) - 1:
+                    item.setToolTip(OWN_SCORE_TIP)
+                self.table.setItem(i, j, item)
 
     def table_rows(self) -> list[list[str]]:
-        """The table's text, row by row."""
-        return [[self.table.item(i, j).text() for j in range(self.table.columnCount())]
+        """The table's text, row by row (best marks removed)."""
+        return [[self.table.item(i, j).text().removesuffix(BEST_MARK) for j in range(self.table.columnCount())]
                 for i in range(self.table.rowCount())]
+
+    def marked(self) -> dict[str, str]:
+        """Per column, the row name marked best in the table."""
+        return {COLUMNS[j]: self.table.item(i, 0).text() for i in range(self.table.rowCount())
+                for j in range(self.table.columnCount()) if self.table.item(i, j).text().endswith(BEST_MARK)}
 
     def _on_returned(self, comparison) -> None:
         if comparison is None:  # the run failed (already notified): _on_finished keeps what it had
@@ -247,7 +259,9 @@ class CompareWidget(WorkerDock):
         for row in comparison.rows:  # the final outputs, whatever the throttle dropped
             self.write_output(self.output_layers.get(row.method), self._base, comparison.outputs[row.method])
         self.copy_button.enabled = True
-        self.status.value = f"Done: {len(comparison.rows)} method(s) compared."
+        best = comparison.best().get("PSNR")
+        winner = f"; best PSNR: {METHOD_NAMES[best]}" if best is not None else ""
+        self.status.value = f"Done: {len(comparison.rows)} method(s) compared{winner}."
 
     def _on_finished(self) -> None:
         if self.comparison is None and self._current is not None:
@@ -258,6 +272,6 @@ class CompareWidget(WorkerDock):
             self.comparison = report.comparison
             self._show_rows(report.comparison)
             self.copy_button.enabled = bool(report.comparison.rows)
-            self.status.value = (f"Stopped during {METHODS[report.method].display_name}: its layer holds its best "
+            self.status.value = (f"Stopped during {METHOD_NAMES[report.method]}: its layer holds its best "
                                  f"so far; the table lists the methods that finished.")
         self.release_worker()

@@ -11,9 +11,9 @@ import pytest
 napari = pytest.importorskip("napari")
 pytest.importorskip("pytestqt")
 
-from napari_noise2fast import _widget  # noqa: E402
-from napari_noise2fast._actions import denoise_with_defaults  # noqa: E402
-from napari_noise2fast._context_menu import ACTION_ID, register  # noqa: E402
+from napari_noise2fast._qt import noise2fast_dock as _widget  # noqa: E402
+from napari_noise2fast._qt.actions import denoise_with_defaults  # noqa: E402
+from napari_noise2fast._qt.context_menu import ACTION_ID, register  # noqa: E402
 from napari_noise2fast.samples import noisy_cell  # noqa: E402
 
 PLUGIN, WIDGET = "napari-noise2fast", "Noise2Fast"
@@ -33,7 +33,7 @@ def start_long_run(qtbot, widget, layer, steps_first: int) -> list[int]:
     """Start a run that would not stop by itself; return once ``steps_first`` events arrived."""
     widget.patience.value = 100_000
     steps = []
-    widget.start(layer).yielded.connect(lambda event: steps.append(event.step))
+    widget.start(layer).yielded.connect(lambda item: steps.append(item[0].step))
     qtbot.waitUntil(lambda: len(steps) > steps_first, timeout=TIMEOUT_MS)
     return steps
 
@@ -58,13 +58,13 @@ def test_start_streams_curve_and_output_layer(qtbot, viewer, docked):
     events = []
     docked.max_steps.value = 30
     worker = docked.start(layer)
-    worker.yielded.connect(events.append)
+    worker.yielded.connect(lambda item: events.append(item[0]))
     assert docked.running and not docked.start_button.enabled and docked.stop_button.enabled
     wait_done(qtbot, docked)
     assert [e.step for e in events][-1] == 30 and events[0].stage == "preview"
     xs, ys = docked.curve.getData()
     assert list(xs) == [10, 20, 30] and np.all(np.isfinite(ys))
-    best_x, _ = docked.best_point.getData()
+    best_x, _ = docked.plot.best.getData()
     assert best_x[0] == xs[int(np.argmax(ys))]
     out = viewer.layers["cell [Noise2Fast]"]
     assert out.data.shape == data.shape and out.data.dtype == np.float32  # not rounded to the input's uint16
@@ -73,7 +73,7 @@ def test_start_streams_curve_and_output_layer(qtbot, viewer, docked):
     assert tuple(out.scale) == (0.5, 2.0) and tuple(out.translate) == (3, 4)
     assert tuple(out.contrast_limits) == (90, 160)
     np.testing.assert_array_equal(layer.data, before)
-    assert docked.status.value.startswith("Done (max_steps): step 30")
+    assert docked.status.value.startswith("Done (step cap reached).\nNoise2Fast · step 30")
     assert docked.start_button.enabled and not docked.stop_button.enabled
 
 
@@ -135,7 +135,7 @@ def test_stack_whole_layer_fills_every_plane_and_counts_planes(qtbot, viewer, do
     docked.max_steps.value = 10
     worker = docked.start(layer)
     done = []
-    worker.yielded.connect(lambda event: done.append(event.plane) if event.done else None)
+    worker.yielded.connect(lambda item: done.append(item[0].plane) if item[0].done else None)
     progress_bar = docked._progress
     wait_done(qtbot, docked)
     assert done == [0, 1, 2] and progress_bar.n == 3 and progress_bar.total == 3
@@ -192,7 +192,7 @@ def test_right_click_action_is_registered_and_denoises_active_layer(qtbot, viewe
     from napari._app_model import get_app_model
     from npe2 import PluginManager
 
-    assert PluginManager.instance().get_manifest(PLUGIN).on_activate == "napari_noise2fast._context_menu:activate"
+    assert PluginManager.instance().get_manifest(PLUGIN).on_activate == "napari_noise2fast._qt.context_menu:activate"
     assert register()
     app = get_app_model()
     assert ACTION_ID in [item.command.id for item in app.menus.get_menu("napari/layers/context")
@@ -247,10 +247,10 @@ def test_other_methods_run_from_the_dock_without_noise2fasts_knobs(qtbot, viewer
     assert not docked.preset.enabled and not docked.patience.enabled
     assert "preset" not in docked.settings() and "patience" not in docked.settings()
     events = []
-    docked.start(layer).yielded.connect(events.append)
+    docked.start(layer).yielded.connect(lambda item: events.append(item[0]))
     wait_done(qtbot, docked)
     assert events[-1].stop_reason == "complete"
-    out = viewer.layers["cell [Calibrated classical]"]
+    out = viewer.layers["cell [Calibrated]"]
     assert not np.array_equal(out.data, layer.data)
     docked.method.value = "noise2fast"
     assert docked.preset.enabled and docked.settings()["preset"] == "fast"

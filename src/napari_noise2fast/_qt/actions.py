@@ -10,7 +10,7 @@ action says so and points at its input.
 from __future__ import annotations
 
 from napari.layers import Image
-from napari.utils.notifications import show_warning
+from napari.utils.notifications import show_info, show_warning
 from napari.viewer import Viewer
 
 from napari_noise2fast.layers import made_by_plugin
@@ -19,8 +19,9 @@ PLUGIN, WIDGET = "napari-noise2fast", "Noise2Fast"
 
 
 def open_widget(viewer: Viewer):
-    """The plugin's dock widget in ``viewer``, docked if it was not yet."""
-    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
+    """The plugin's dock widget in ``viewer``, docked if it was not yet (in a tab with the comparison dock where
+    that is open)."""
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET, tabify=True)
     return widget
 
 
@@ -36,3 +37,23 @@ def denoise_with_defaults(viewer: Viewer, layer: Image | None = None):
                      f"{made_by['source']!r} (or pick the output in the dock to denoise it again).")
         return None
     return open_widget(viewer).start(layer)
+
+
+def show_in_context_menu(viewer: Viewer | None = None) -> bool:
+    """Layers > Filter > Denoise > "Show in the layer right-click menu": put "Denoise with Noise2Fast" in the
+    layer list's right-click menu now, and say why it was not there.
+
+    napari lets plugins add to that menu only from their own code, which napari runs once one of the plugin's
+    commands has run (a dock, a menu entry, a sample): so the entry appears from then on, not at napari's start.
+    """
+    from napari_noise2fast._qt.context_menu import TITLE, register
+
+    added = register()
+    if added:
+        show_info(f"Noise2Fast: right-click an image layer in the layer list for {TITLE!r}. napari lets a plugin add "
+                  "to that menu only once the plugin has started (any of its docks, menu entries or samples), "
+                  "so the entry appears from then on in each napari session.")
+    else:
+        show_info("Noise2Fast: this napari version does not let plugins add to the layer list's right-click menu; "
+                  "use Layers > Filter > Denoise instead.")
+    return added
