@@ -144,10 +144,11 @@ def throttle(items, min_interval: float, event_of=None, clock=time.perf_counter)
             return finished.value
         event = item if event_of is None else event_of(item)
         show = event.output is not None
-        if show and not (event.done or event.step == 0):
-            show = clock() - last >= min_interval
         if show:
-            last = clock()
+            now = clock()
+            show = event.done or event.step == 0 or now - last >= min_interval
+            if show:
+                last = now
         yield item, show
 
 

@@ -17,9 +17,7 @@ from magicgui.widgets import (
     ComboBox,
     Container,
     FloatSpinBox,
-    Label,
     PushButton,
-    RadioButtons,
     SpinBox,
     create_widget,
 )
@@ -73,23 +71,21 @@ class CompareWidget(WorkerDock):
                        "noisy input gets a row of its own"})
         self.boxes = {name: CheckBox(text=label, value=name in TICKED) for name, label in METHOD_NAMES.items()}
         methods = Container(widgets=list(self.boxes.values()), layout="vertical", labels=False, label="methods")
-        self.equal_time = CheckBox(text="equal time (each gets Noise2Fast's time)", value=False,
+        self.equal_time = CheckBox(text="equal time", value=False,
                                    tooltip="the Noise2Fast paper's comparison: every other method runs as long as "
-                                           "Noise2Fast took")
-        self.time_budget = FloatSpinBox(label="time budget (s)", value=0, min=0, max=86_400, step=5,
+                                           "Noise2Fast took (Noise2Fast then runs first)")
+        self.time_budget = FloatSpinBox(label="seconds each", value=0, min=0, max=86_400, step=5,
                                         tooltip="seconds per method; 0: each method's own budget")
         self.seed = SpinBox(label="seed", value=0, min=-1, max=2**31 - 1,
                             tooltip="the same seed gives the same result on the CPU; -1: a new seed every run")
         self.device = ComboBox(label="device", choices=["auto", "cpu"], value="auto",
                                tooltip="auto: an NVIDIA GPU (CUDA), then an Apple GPU (MPS), then the CPU")
-        self.scope = RadioButtons(label="scope", choices=[CURRENT_PLANE, WHOLE_LAYER], value=CURRENT_PLANE,
-                                  orientation="horizontal",
-                                  tooltip="stacks and recordings: the plane the sliders show, or every plane")
+        self.scope = ComboBox(label="scope", choices=[CURRENT_PLANE, WHOLE_LAYER], value=CURRENT_PLANE,
+                              tooltip="stacks and recordings: the plane the sliders show, or every plane")
         self.start_button = PushButton(text="Compare", tooltip="run the ticked methods one after another")
         self.stop_button = PushButton(text="Stop", enabled=False, tooltip="stop; finished methods keep their rows")
         self.copy_button = PushButton(text="Copy CSV", enabled=False, tooltip="copy the table to the clipboard")
-        self.status = Label(value="Tick methods, select an image layer and press Compare.")
-        self.status.native.setWordWrap(True)
+        self.status = self.status_label("Tick methods, select an image layer and press Compare.")
         self.table = QTableWidget(0, len(COLUMNS))
         self.table.setHorizontalHeaderLabels(list(COLUMNS))
         self.table.horizontalHeaderItem(len(COLUMNS) - 1).setToolTip(OWN_SCORE_TIP)
@@ -97,12 +93,12 @@ class CompareWidget(WorkerDock):
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         self.table.setMinimumHeight(150)
-        self.extend([self.image, self.reference, methods, self.equal_time, self.time_budget, self.seed,
-                     self.device, self.scope, self.row(self.start_button, self.stop_button, self.copy_button),
-                     self.status])
+        self.form.extend([self.image, self.reference, methods, self.equal_time, self.time_budget, self.seed,
+                     self.device, self.scope, self.row(self.start_button, self.stop_button), self.status])
         self.plot = ThemedPlot(self.viewer, "seconds", "own validation PSNR (dB)", min_height=200)
         self.add_native(self.plot.widget)
         self.add_native(self.table)
+        self.add_native(self.copy_button.native)
 
         self.image.changed.connect(lambda _: self._offer_reference())
         self.viewer.layers.events.inserted.connect(lambda _: self._offer_reference())

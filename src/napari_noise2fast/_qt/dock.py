@@ -15,20 +15,20 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyqtgraph as pg
-from magicgui.widgets import Container
+from magicgui.widgets import Container, Label
 from napari.layers import Image
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info
 from napari.utils.theme import get_theme
 from qtpy.QtCore import Qt, QTimer
-from qtpy.QtWidgets import QDockWidget, QMainWindow, QScrollArea
+from qtpy.QtWidgets import QDockWidget, QFrame, QMainWindow, QScrollArea, QSizePolicy, QVBoxLayout, QWidget
 
 from napari_noise2fast.layers import made_by_plugin, output_metadata
 from napari_noise2fast.lazy import is_lazy
 
 CURRENT_PLANE, WHOLE_LAYER = "current plane", "whole layer"
 UPDATE_SECONDS = 0.5  # at most two output-layer redraws a second while training
-DOCK_WIDTH = 460  # at most: two tabbed docks leave a 1280 px window's canvas more than half its width
+DOCK_WIDTH = 340  # at most: with napari's own docks on the left, a 1280 px window keeps half for the canvas
 logger = logging.getLogger(__name__)
 
 
@@ -97,19 +97,26 @@ def warm_up() -> list[str]:
     return available_devices()
 
 
-_WARM = threading.Event()  # set once torch is loaded and warm in this process
-_WARM.set()  # nothing to wait for until a dock starts a warm-up
+_WARM = threading.Event()  # set once the warm-up has run (or failed) in this process
 _WARM_DEVICES: list[str] = []
+_WARM_THREAD: list[threading.Thread] = []  # the one warm-up thread of the process, once started
 
 
-def _warm_up_once() -> list[str]:
-    """:func:`warm_up` the first time in this process; the devices found, and the warm-up flag set, after."""
+def _warm_up_once() -> None:
     try:
-        if not _WARM_DEVICES:
-            _WARM_DEVICES.extend(warm_up())
-        return list(_WARM_DEVICES)
+        _WARM_DEVICES.extend(warm_up())
+    except Exception as error:  # the run that needs torch reports it; the dock must still open
+        logger.error("Noise2Fast: warming up torch failed: %s", error, exc_info=error)
     finally:
         _WARM.set()
+
+
+def start_warm_up() -> None:
+    """Start :func:`warm_up` in a daemon thread, once per process (a plain thread: it owns no Qt object, so
+    closing the viewer while it runs leaves nothing half-deleted)."""
+    if not _WARM_THREAD:
+        _WARM_THREAD.append(threading.Thread(target=_warm_up_once, name="noise2fast-warm-up", daemon=True))
+        _WARM_THREAD[0].start()
 
 
 REFERENCE_HINTS = ("clean", "ground", "truth", "gt", "reference", "target")
@@ -274,7 +281,22 @@ class WorkerDock(Container):
     keeps_lazy = False  # a whole lazy layer is passed on lazy (the job reads it plane by plane)
 
     def __init__(self, napari_viewer):
-        super().__init__(labels=True, scrollable=True)  # scrolls rather than grow the window
+        super().__init__(labels=False)
+        # the knobs, the plot and the table scroll inside the dock rather than grow the window: napari docks a
+        # magicgui widget's ``native``, the inner widget of a scrollable Container, so the scroll area is ours
+        self.form = Container(labels=True)
+        self._inner = QWidget()
+        inner = QVBoxLayout(self._inner)
+        inner.setContentsMargins(0, 0, 0, 0)
+        inner.addWidget(self.form.native)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        scroll.setWidget(self._inner)
+        scroll._noise2fast_dock = True  # found by the other dock of this plugin (see _tabify)
+        self.native.layout().addWidget(scroll)
+        self.native.layout().setContentsMargins(0, 0, 0, 0)
         self.viewer = napari_viewer
         self.worker = None
         self._body = None
@@ -286,13 +308,25 @@ class WorkerDock(Container):
         self.viewer.layers.events.removed.connect(self._on_layer_removed)
         self.native.destroyed.connect(self._abandon)
         self.native.setMaximumWidth(DOCK_WIDTH)  # the canvas keeps at least half of a 1280 px window
-        self.native._noise2fast_dock = True  # found by the other dock of this plugin (see _tabify)
         QTimer.singleShot(0, self._tabify)
 
+    @staticmethod
+    def status_label(text: str) -> Label:
+        """The status line: wrapped at the dock's width, never widening the dock (a long line would push the
+        knobs out of view or squeeze the text into a narrow column)."""
+        label = Label(value=text)
+        label.native.setWordWrap(True)
+        label.native.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        label.native.setMinimumWidth(120)
+        return label
+
     def add_native(self, widget) -> None:
-        """Add a Qt widget (a plot, a table) below the magicgui widgets."""
-        inner = self.native.widget() if isinstance(self.native, QScrollArea) else self.native
-        inner.layout().addWidget(widget)
+        """Add a Qt widget (a plot, a table) below the knobs, in the scrolling part."""
+        self._inner.layout().addWidget(widget)
+
+    def reset_choices(self, *args) -> None:
+        """napari calls this when its layers change: the layer pickers among the knobs follow."""
+        self.form.reset_choices(*args)
 
     @staticmethod
     def row(*widgets) -> Container:
@@ -300,20 +334,30 @@ class WorkerDock(Container):
         return Container(widgets=list(widgets), layout="horizontal", labels=False)
 
     def warm_up(self, on_ready) -> None:
-        """Load torch and warm its kernels in a worker thread (:func:`warm_up`); ``on_ready(devices)`` after.
+        """Load torch and warm its kernels in the background (:func:`start_warm_up`); ``on_ready(devices)`` on
+        the GUI thread once done (polled by a timer the dock owns).
 
         Torch's first imports are not safe from two threads at once (seen: ``torch.ops.prims`` half-built when
         a run started while the warm-up ran), so :meth:`wait_warm` makes a run wait for it."""
-        _WARM.clear()
-        self._warming = create_worker(_warm_up_once)
-        self._warming.returned.connect(on_ready)
-        self._warming.finished.connect(lambda: setattr(self, "_warming", None))
-        self._warming.start()
+        start_warm_up()
+        timer = QTimer(self.native)
+        timer.setInterval(100)
+
+        def poll() -> None:
+            if _WARM.is_set():
+                timer.stop()
+                if _WARM_DEVICES:
+                    on_ready(list(_WARM_DEVICES))
+
+        timer.timeout.connect(poll)
+        timer.start()
+        self._warming = timer
 
     @staticmethod
     def wait_warm(timeout: float = 120.0) -> None:
         """Block until the warm-up has loaded torch (at once where it has; seconds at most just after opening)."""
-        _WARM.wait(timeout)
+        if _WARM_THREAD:
+            _WARM.wait(timeout)
 
     def _tabify(self) -> None:
         """Once docked: sit in a tab with this plugin's other dock where it is open, rather than beside it
@@ -326,8 +370,8 @@ class WorkerDock(Container):
             if mine is None or not isinstance(window, QMainWindow):
                 return
             for other in window.findChildren(QDockWidget):
-                if other is not mine and other.isVisible() and isinstance(other.widget(), QScrollArea) \
-                        and getattr(other.widget(), "_noise2fast_dock", False) \
+                ours = [child for child in other.findChildren(QScrollArea) if getattr(child, "_noise2fast_dock", 0)]
+                if other is not mine and other.isVisible() and ours \
                         and window.dockWidgetArea(other) == window.dockWidgetArea(mine):
                     window.tabifyDockWidget(other, mine)
                     mine.raise_()
@@ -438,11 +482,10 @@ class WorkerDock(Container):
         """The dock is being destroyed (viewer closed): stop the worker and let it end unheard."""
         warming = self.__dict__.get("_warming")
         if warming is not None:
-            for signal in (warming.returned, warming.finished):
-                try:
-                    signal.disconnect()
-                except (TypeError, RuntimeError):
-                    pass
+            try:
+                warming.stop()
+            except RuntimeError:  # already deleted with the dock
+                pass
         worker = self.__dict__.get("worker")
         if worker is not None:
             for signal in (worker.yielded, worker.returned, worker.finished, worker.errored):

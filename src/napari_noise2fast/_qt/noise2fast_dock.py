@@ -12,7 +12,7 @@ import math
 from pathlib import Path
 
 import numpy as np
-from magicgui.widgets import ComboBox, FileEdit, Label, PushButton, RadioButtons, SpinBox, create_widget
+from magicgui.widgets import ComboBox, FileEdit, PushButton, SpinBox, create_widget
 from napari.layers import Image
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_info, show_warning
@@ -99,19 +99,19 @@ class Noise2FastWidget(WorkerDock):
                             tooltip="the same seed gives the same result on the CPU; -1: a new seed every run")
         self.device = ComboBox(label="device", choices=["auto", "cpu"], value=DEFAULTS["device"],
                                tooltip="auto: an NVIDIA GPU (CUDA), then an Apple GPU (MPS), then the CPU")
-        self.scope = RadioButtons(label="scope", choices=[CURRENT_PLANE, WHOLE_LAYER], value=CURRENT_PLANE,
-                                  orientation="horizontal",
-                                  tooltip="stacks and recordings: the plane the sliders show, or every plane")
+        self.scope = ComboBox(label="scope", choices=[CURRENT_PLANE, WHOLE_LAYER], value=CURRENT_PLANE,
+                              tooltip="stacks and recordings: the plane the sliders show, or every plane")
         self.zarr_output = FileEdit(label="zarr output", mode="w", filter="*.zarr", value="",
                                     tooltip="lazy layers (dask, zarr): write the result into this .zarr folder "
                                             "(a run started again on it goes on); empty: a temporary folder")
         self.start_button = PushButton(text="Start", tooltip="train on the selected layer")
         self.stop_button = PushButton(text="Stop", enabled=False, tooltip="stop now and keep the best result so far")
-        self.status = Label(value="Select an image layer and press Start.")
+        self.zarr_output.choose_btn.text = "..."  # the dock stays narrow
+        self.status = self.status_label("Select an image layer and press Start.")
         self.status.tooltip = VALIDATION_TIP
         buttons = self.row(self.start_button, self.stop_button)
-        self.extend([self.image, self.reference, self.method, self.preset, self.max_steps, self.patience, self.seed,
-                     self.device, self.scope, self.zarr_output, buttons, self.status])
+        self.form.extend([self.image, self.reference, self.method, self.preset, self.max_steps, self.patience,
+                          self.seed, self.device, self.scope, self.zarr_output, buttons, self.status])
         self.plot = ThemedPlot(self.viewer, "step", "validation PSNR (dB)")
         self.plot.widget.setToolTip(VALIDATION_TIP)
         self.add_native(self.plot.widget)

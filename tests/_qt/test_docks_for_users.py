@@ -1,0 +1,130 @@
+"""What a microscopist sees in the docks (issue 22): the status names the stage shown, the plot's best point is
+on its curve, the plot follows napari's theme, the docks fit a 1280x720 window, a likely clean layer is offered
+as reference, the right-click entry can be shown from the Filter menu."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from qtpy.QtWidgets import QDockWidget
+
+napari = pytest.importorskip("napari")
+pytest.importorskip("pytestqt")
+
+from napari_noise2fast._qt import actions  # noqa: E402
+from napari_noise2fast._qt.context_menu import ACTION_ID  # noqa: E402
+from napari_noise2fast.samples import clean_cell, noisy_cell  # noqa: E402
+
+PLUGIN = "napari-noise2fast"
+TIMEOUT_MS = 120_000
+QUICK = {"method": "noise2fast", "preset": "fast", "max_steps": 30, "seed": 0, "device": "cpu"}
+
+
+def crop(image, size=48):
+    return image[100:100 + size, 100:100 + size].copy()
+
+
+def test_the_status_names_the_stage_shown_and_agrees_with_the_plot(qtbot, viewer, docked):
+    layer = viewer.add_image(crop(noisy_cell()), name="cell")
+    seen = []  # (stage, status text, best point, curve maximum) at every event
+    worker = docked.start(layer, settings={**QUICK, "max_steps": 40})
+
+    def record(item):
+        xs, ys = docked.curve.getData()
+        best = docked.plot.best.getData()
+        seen.append((item[0].stage, docked.status.value,
+                     None if not len(best[1]) else float(best[1][0]),
+                     None if ys is None or not len(ys) else float(np.max(ys))))
+
+    worker.yielded.connect(record)
+    qtbot.waitUntil(lambda: not docked.running, timeout=TIMEOUT_MS)
+    assert seen[0][0] == "preview" and "Shown: Gaussian preview" in seen[0][1]
+    for stage, text, best, top in seen:
+        assert ("Shown: Gaussian preview" in text) == (stage == "preview")
+        assert best == top  # the best point is the maximum of the curve it sits on
+    final = docked.status.value
+    shown = "Gaussian preview" if docked._last.stage == "preview" else "Noise2Fast"
+    assert final.startswith("Done (step cap reached).") and f"Shown: {shown}" in final
+    assert all(len(line) <= 80 for line in final.splitlines())  # short lines: no narrow column, no clipping
+    assert "not with the truth" in docked.status.tooltip or "true image" in docked.status.tooltip
+
+
+def test_a_single_plane_counts_down_in_the_status_and_the_activity_dock(qtbot, viewer, docked):
+    layer = viewer.add_image(crop(noisy_cell()), name="cell")
+    texts, bars = [], []
+    worker = docked.start(layer, settings={**QUICK, "max_steps": 25})
+    worker.yielded.connect(lambda item: (texts.append(docked.status.value),
+                                         bars.append((docked._progress.n, docked._progress.total))))
+    qtbot.waitUntil(lambda: not docked.running, timeout=TIMEOUT_MS)
+    assert any("no gain for" in text and "steps" in text for text in texts)
+    assert any("left" in text for text in texts)
+    assert any(total > 0 for _, total in bars) and all(0 <= n <= total for n, total in bars if total)
+
+
+def test_the_plot_follows_napari_s_theme(viewer, docked):
+    before = docked.plot.background
+    viewer.theme = "light" if viewer.theme == "dark" else "dark"
+    after = docked.plot.background
+    assert before != after
+    from napari.utils.theme import get_theme
+    from qtpy.QtGui import QColor
+
+    assert after == QColor(get_theme(viewer.theme).canvas.as_hex()).name()
+
+
+def test_with_a_reference_the_plot_shows_the_noisy_input_s_level(qtbot, viewer, docked):
+    noisy = viewer.add_image(crop(noisy_cell()), name="noisy cell")
+    clean = viewer.add_image(crop(clean_cell()), name="clean cell")
+    docked.image.value = noisy
+    assert docked.reference.value is clean  # offered: same shape, named clean
+    docked.start(noisy, settings=QUICK)
+    qtbot.waitUntil(lambda: not docked.running, timeout=TIMEOUT_MS)
+    axis = docked.plot.item.getAxis("left").labelText
+    assert axis == "PSNR against the reference (dB)"
+    from napari_noise2fast.compare import psnr_against
+
+    level = docked.plot.levels["noisy input"].value()
+    assert level == pytest.approx(psnr_against(clean.data, noisy.data), abs=1e-6)
+    xs, ys = docked.curve.getData()
+    assert xs is not None and len(ys) and np.all(np.isfinite(ys))
+
+
+def test_no_reference_is_guessed_from_the_shape_alone(viewer, docked):
+    first = viewer.add_image(crop(noisy_cell()), name="channel 1")
+    viewer.add_image(crop(noisy_cell()), name="channel 2")  # same shape: another channel, not a reference
+    docked.image.value = first
+    assert docked.reference.value is None
+
+
+def test_both_docks_fit_a_1280x720_window_with_half_of_it_for_the_canvas(qtbot, make_napari_viewer):
+    viewer = make_napari_viewer(show=True)
+    window = viewer.window._qt_window
+    window.resize(1280, 720)
+    _, main = viewer.window.add_plugin_dock_widget(PLUGIN, "Noise2Fast")
+    comparison = viewer.window.add_plugin_dock_widget(PLUGIN, "Compare denoisers")[1]
+    qtbot.wait(300)
+    window.resize(1280, 720)
+    qtbot.wait(300)
+    assert window.width() <= 1280 and window.height() <= 720
+    canvas = viewer.window._qt_viewer.canvas.native
+    assert canvas.width() >= 640
+    for dock in (main, comparison):
+        assert dock.native.width() <= 640 and dock.native.minimumSizeHint().height() <= 400
+        assert dock.form.native.minimumSizeHint().width() <= dock.native.width()  # nothing cut off on the right
+    docks = [d for d in window.findChildren(QDockWidget) if d.isVisible() and "napari-noise2fast" in d.windowTitle()]
+    assert len(docks) == 2 and window.tabifiedDockWidgets(docks[0]) == [docks[1]]  # one tab each, not side by side
+
+
+def test_the_filter_menu_can_show_the_right_click_entry(viewer, monkeypatch):
+    from napari._app_model import get_app_model
+
+    said = []
+    monkeypatch.setattr(actions, "show_info", said.append)
+    assert actions.show_in_context_menu(viewer) is True
+    assert ACTION_ID in get_app_model().commands
+    assert "right-click" in said[0] and "once the plugin has started" in said[0]
+    from npe2 import PluginManager
+
+    titles = {command.title for command in PluginManager.instance().get_manifest(PLUGIN).contributions.commands}
+    assert "Show in the layer right-click menu" in titles and "Denoise the selected layer" in titles
+    assert not any("Noise2Fast" in title for title in titles if "menu" in title or "selected" in title)
