@@ -22,7 +22,7 @@ import tifffile
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QApplication
 
-from napari_noise2fast import _widget
+from napari_noise2fast._qt import dock as _dock
 from run_benchmark import DEFAULT_DATA, image_paths
 
 DEBUG = False
@@ -33,7 +33,7 @@ def measure(viewer, noisy: np.ndarray, seconds: float, threads: int | None) -> d
     layer = viewer.add_image(noisy, name=f"noisy {noisy.shape[0]}")
     _, widget = viewer.window.add_plugin_dock_widget("napari-noise2fast", "Noise2Fast")
     if threads is not None:
-        _widget.gui_threads = lambda: threads
+        _dock.gui_threads = lambda: threads
     gaps: list[float] = []
     ticks = [time.perf_counter()]
     measuring = []
@@ -53,7 +53,7 @@ def measure(viewer, noisy: np.ndarray, seconds: float, threads: int | None) -> d
     timer.timeout.connect(tick)
     events = []
     widget.start(layer)
-    widget.worker.yielded.connect(lambda event: events.append(event))
+    widget.worker.yielded.connect(lambda item: events.append(item[0]))
     timer.start()
     while not events:  # output layer created, preview shown
         app.processEvents()
@@ -97,7 +97,7 @@ def main() -> None:
         noisy = tifffile.imread(image_paths(Path(args.data), name)[0])
         result = measure(viewer, noisy, args.seconds, threads)
         gaps = np.array(result["gaps"]) * 1000
-        used = threads if threads is not None else _widget.gui_threads()
+        used = threads if threads is not None else _dock.gui_threads()
         print(f"| {name} | {noisy.shape[0]}x{noisy.shape[1]} | {used} | {result['steps']} | {len(gaps)} | "
               f"{gaps.max():.0f} | {np.percentile(gaps, 99):.0f} | {statistics.median(gaps):.1f} |", flush=True)
     viewer.close()

@@ -10,6 +10,7 @@ import torch
 from skimage.metrics import peak_signal_noise_ratio
 
 from napari_noise2fast import PlaneRun, iter_denoise
+from napari_noise2fast.engine import mse_to_psnr
 from napari_noise2fast.methods.noise2fast import Noise2Fast
 
 
@@ -33,7 +34,9 @@ def test_fast_preset_beats_noisy_input_on_real_crop(set12_05_crop):
     events = list(job)
     assert events[-1].stop_reason == "patience" and events[-1].step % 10 == 0
     assert events[0].step == 0 and events[0].stage == "preview"
-    assert [e.step for e in events[1:] if not np.isnan(e.val_psnr)] == list(range(10, events[-1].step + 1, 10))
+    assert [e.step for e in events if e.step and not np.isnan(e.val_psnr)] == list(range(10, events[-1].step + 1, 10))
+    previews = [e for e in events if e.step == 0]  # the Gaussian, then total variation where that scores better
+    assert [e.preview_filter for e in previews] in (["Gaussian"], ["Gaussian", "total variation"])
     assert events[-1].stage == "noise2fast" and events[-1].best_val_psnr > events[0].val_psnr
     assert psnr(clean, job.result()) > psnr(clean, noisy) + 5.0  # measured: 26.05 against 20.28
     assert psnr(clean, job.result()) > psnr(clean, events[0].output) + 1.0
@@ -238,8 +241,7 @@ def test_reference_preset_settings_are_the_published_ones():
         "validate_every": 1, "average": "outputs", "precision": "float32", "channels_last": False,
         "warm_start": False, "warm_patience": 100, "budget": None, "crop": 128, "context": False,
         "sampling": "tiles", "validation": 262144, "augment": False, "z_pairs": False, "min_gain": 0.0,
-        "min_relative_gain": 0.0,
-        "start_patience": None,
+        "min_relative_gain": 0.0, "min_relative_gain_bounded": 0.0, "start_patience": None, "raw_start": False,
     }
     assert method.compute_dtype == torch.float32 and method.averaged is None
 
@@ -251,8 +253,7 @@ def test_fast_preset_settings_are_the_documented_ones():
         "validate_every": 10, "average": "weights", "precision": "auto", "channels_last": "auto",
         "warm_start": True, "warm_patience": 20, "budget": 131072, "crop": 128, "context": True,
         "sampling": "tiles", "validation": 262144, "augment": False, "z_pairs": False, "min_gain": 0.0,
-        "min_relative_gain": 0.005,
-        "start_patience": 200,
+        "min_relative_gain": 0.005, "min_relative_gain_bounded": 0.002, "start_patience": 200, "raw_start": True,
     }
     assert method.patience == 50 and method.carry() is None
 
@@ -352,6 +353,7 @@ def run_on_schedule(psnr_at, steps: int = 400, **params) -> Noise2Fast:
     """A fast-preset model (patience 50) whose n-th validation (from 1) scores ``psnr_at(n)`` dB, stepped
     until it stops or ``steps`` steps."""
     noisy = torch.rand(1, 1, 16, 16, generator=torch.Generator().manual_seed(2))
+    params = {"raw_start": False, **params}  # one network validated at a time: the n-th call is the n-th validation
     model = Noise2Fast(noisy, rng=np.random.default_rng(0), level=1 / 255, precision="float32", patience=50,
                        **params)
     validations = []
@@ -410,3 +412,33 @@ def test_start_patience_gives_way_to_patience_once_the_first_validation_is_beate
     model = run_on_schedule(lambda n: schedule[n - 1], start_patience=200)
     assert model.stop_reason == "patience"
     assert model.steps == 30 + 60  # the best at step 30, then six validations without a better one
+
+
+def test_raw_start_shows_the_training_network_until_its_average_catches_up_and_counts_the_average_alone():
+    """Validations score the average, then the training network, while racing. Scripted: at the v-th
+    validation the average scores 14 + v dB and the training network 17 + v for v <= 3, then 14 + v too. The
+    training network's best is shown while better; patience counts the average's alone; at the sixth
+    validation the average (20 dB) reaches the lead's best (20 dB) and the race ends."""
+    noisy = torch.rand(1, 1, 16, 16, generator=torch.Generator().manual_seed(2))
+    model = Noise2Fast(noisy, rng=np.random.default_rng(0), level=1 / 255, precision="float32", patience=1000)
+    assert model.racing
+    calls = []
+
+    def predict(network):
+        calls.append("average" if network is model.averaged else "training")
+        validation = calls.count("average")
+        value = 14 + validation + (3 if calls[-1] == "training" and validation <= 3 else 0)
+        return noisy[0, 0] + math.sqrt(10 ** (-value / 10))
+
+    model.predict = predict
+    shown, leading = [], []
+    for _ in range(80):
+        mse = model.step()
+        if mse is not None:
+            shown.append(mse_to_psnr(mse))
+            leading.append(model._leading())
+    assert calls[:12] == ["average", "training"] * 6 and calls[12:] == ["average", "average"] and not model.racing
+    np.testing.assert_allclose(shown, [18, 19, 20, 18, 19, 20, 21, 22], atol=1e-4)  # the better of the two
+    assert leading == [True] * 5 + [False] * 3  # shown while it led; at 20 dB each, the average's
+    assert mse_to_psnr(model.best_mse) == pytest.approx(22, abs=1e-4)  # patience and the result: the average's
+    assert not Noise2Fast(noisy, rng=np.random.default_rng(0), level=1 / 255, preset="reference").racing

@@ -19,7 +19,7 @@ import torch
 from napari_noise2fast.checks import check_positive_or_none
 from napari_noise2fast.devices import resolve_device
 from napari_noise2fast.intensity import IntensityMap
-from napari_noise2fast.preview import calibrated_gaussian, invariant_loss
+from napari_noise2fast.preview import REFINE_PIXELS, calibrated_gaussian, invariant_loss, refined_preview
 
 PREVIEW = "preview"
 VIEW_SIDE = 1024
@@ -106,6 +106,9 @@ class Event:
     preview_val_psnr : float
         The preview's validation PSNR (what the method's must beat for its output to be shown; NaN without
         a preview).
+    preview_filter : str
+        The preview's filter: ``"Gaussian"``, or ``"total variation"`` once that refinement has beaten it
+        (a second step-0 event brings it, on the CPU, for planes up to 1024x1024); empty without a preview.
 
     A method that validates on regions of the plane (:meth:`Method.validation_regions`: Noise2Fast in
     bounded mode) gets a second step-0 event with the preview's validation PSNR on those regions (what
@@ -128,6 +131,7 @@ class Event:
     eta: float | None = None
     countdown: Countdown | None = None
     preview_val_psnr: float = math.nan
+    preview_filter: str = ""
 
 
 def throttle(items, min_interval: float, event_of=None, clock=time.perf_counter):
@@ -375,6 +379,7 @@ class PlaneRun(_Run):
         self.use_preview = preview
         self._preview: np.ndarray | None = None
         self._preview_psnr = -math.inf
+        self.preview_filter = "Gaussian"  # the preview's filter: "Gaussian", or "total variation" where better
         self._pace = _Pace()
 
     @property
@@ -413,6 +418,7 @@ class PlaneRun(_Run):
             eta=0.0 if done else self._pace.left(self.step, countdown),
             countdown=countdown,
             preview_val_psnr=self._preview_psnr if self._preview is not None else math.nan,
+            preview_filter=self.preview_filter if self._preview is not None else "",
         )
 
     def __iter__(self) -> Iterator[Event]:
@@ -424,15 +430,22 @@ class PlaneRun(_Run):
             yield self._event(math.nan, with_output=True, done=True)
             return
         try:
+            gain = 0.0  # the refined preview's over the Gaussian, dB
             if self.use_preview:
                 self._preview, loss, sigma = calibrated_gaussian(self._normalised)
                 self._preview_psnr = mse_to_psnr(loss)
                 yield self._event(self._preview_psnr, with_output=True, with_view=True)
+                refined = self._refined(sigma)
+                if refined is not None:
+                    self._preview, gain, _ = refined
+                    self._preview_psnr += gain
+                    self.preview_filter = "total variation"
+                    yield self._event(self._preview_psnr, with_output=True, with_view=True)
             noisy = torch.from_numpy(self._normalised).to(self.device)[None, None]
             self.model = self.method_cls(noisy, rng=self.rng, level=self.level, warm=self.warm, **self.params)
             regions = self.model.validation_regions()
             if self._preview is not None and regions is not None:
-                self._preview_psnr = mse_to_psnr(invariant_loss(self._normalised, sigma, regions))
+                self._preview_psnr = mse_to_psnr(invariant_loss(self._normalised, sigma, regions)) + gain
                 # the preview's score where the method validates: an event of its own, since building the
                 # model of a large plane (choosing its regions) takes as long as a step or two
                 yield self._event(self._preview_psnr, with_output=False)
@@ -457,6 +470,13 @@ class PlaneRun(_Run):
         finally:
             if self.stop_reason is None:
                 self.stop_reason = "cancelled"
+
+    def _refined(self, sigma: float):
+        """:func:`~napari_noise2fast.preview.refined_preview` where it is worth its time: on the CPU (a GPU's
+        network passes both previews within about a second) and on planes up to ``REFINE_PIXELS``."""
+        if self.device.type != "cpu" or self._normalised.size > REFINE_PIXELS:
+            return None
+        return refined_preview(self._normalised, sigma)
 
     def close(self) -> None:
         """Mark the run as cancelled; :meth:`result` keeps what was learned."""

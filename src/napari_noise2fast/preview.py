@@ -1,4 +1,5 @@
-"""A fast first output: a Gaussian filter calibrated blindly by the J-invariant loss.
+"""A fast first output: a Gaussian filter calibrated blindly by the J-invariant loss, then where it does better
+total variation, calibrated the same way (:func:`refined_preview`).
 
 Before a network has learned anything its outputs are worse than the noisy input,
 so the engine first shows this classical estimate (well under a second on a
@@ -26,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from skimage.filters import gaussian
-from skimage.restoration import calibrate_denoiser, denoise_invariant
+from skimage.restoration import calibrate_denoiser, denoise_invariant, denoise_tv_chambolle, estimate_sigma
 
 from napari_noise2fast.tiling import central_crop, filter_in_tiles, with_margin
 
@@ -36,6 +37,11 @@ CALIBRATION_SIDE = 512
 # 8192x8192, one thread), in as many threads as torch uses
 FILTER_TILE = 256
 TRUNCATE = 4.0  # SciPy's default: the kernel reaches int(TRUNCATE * sigma + 0.5) pixels
+# the refined preview (total variation): calibrated on the central REFINE_SIDE square (about half a second on one
+# CPU thread), for planes up to REFINE_PIXELS (filtering the plane takes about a second at 1024x1024)
+REFINE_SIDE = 256
+REFINE_PIXELS = 1024 * 1024
+TV_WEIGHTS = (0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
 
 
 def _smooth(image: np.ndarray, sigma: float) -> np.ndarray:
@@ -73,6 +79,33 @@ def calibrated_gaussian(plane: np.ndarray) -> tuple[np.ndarray, float, float]:
     else:
         output = denoiser(image).astype(np.float32)
     return output, float(losses[best]), sigma
+
+
+def _total_variation(image: np.ndarray, weight: float) -> np.ndarray:
+    return denoise_tv_chambolle(image, weight=weight)
+
+
+def refined_preview(plane: np.ndarray, sigma: float) -> tuple[np.ndarray, float, float] | None:
+    """A second classical estimate, total variation (Chambolle), where it beats the Gaussian of ``sigma``.
+
+    Its weight is calibrated by the same J-invariant loss on the plane's central ``REFINE_SIDE`` square
+    (weights ``TV_WEIGHTS`` times the blind noise estimate of ``estimate_sigma``), and the Gaussian is scored
+    there too. Where total variation's loss is lower, returns (the plane filtered with that weight, float32,
+    its gain over the Gaussian in dB on that square, the weight); else None. Total variation keeps edges the
+    Gaussian blurs: on Set12 at sigma 25 it gains 1-3 dB over the Gaussian, on the noisy cell sample 0.7 dB,
+    and it loses on the FMD confocal images (the loss says so, and the Gaussian stays).
+    """
+    sample = np.asarray(central_crop(plane, REFINE_SIDE), dtype=np.float64)
+    noise = max(float(estimate_sigma(sample)), 1e-6)
+    _, (tested, losses) = calibrate_denoiser(sample, _total_variation,
+                                             {"weight": [scale * noise for scale in TV_WEIGHTS]}, extra_output=True)
+    best = int(np.argmin(losses))
+    smooth_loss = float(np.mean((denoise_invariant(sample, _smooth, denoiser_kwargs={"sigma": sigma}) - sample) ** 2))
+    if not losses[best] < smooth_loss:
+        return None
+    weight = float(tested[best]["weight"])
+    output = _total_variation(np.asarray(plane, dtype=np.float64), weight).astype(np.float32)
+    return output, 10.0 * float(np.log10(smooth_loss / losses[best])), weight
 
 
 def separable_gaussian(image: np.ndarray, sigma: float) -> np.ndarray:

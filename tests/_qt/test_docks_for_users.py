@@ -128,3 +128,30 @@ def test_the_filter_menu_can_show_the_right_click_entry(viewer, monkeypatch):
     titles = {command.title for command in PluginManager.instance().get_manifest(PLUGIN).contributions.commands}
     assert "Show in the layer right-click menu" in titles and "Denoise the selected layer" in titles
     assert not any("Noise2Fast" in title for title in titles if "menu" in title or "selected" in title)
+
+
+def test_a_large_plane_shows_progress_in_a_light_view_and_writes_the_output_once(qtbot, viewer, docked):
+    from napari_noise2fast._qt import noise2fast_dock
+
+    side = 1100  # above the dock's LIVE_PIXELS: shown by the events' downsampled views while it trains
+    assert side * side > noise2fast_dock.LIVE_PIXELS
+    plane = np.random.default_rng(0).poisson(np.tile(np.linspace(5, 50, side), (side, 1))).astype(np.uint16)
+    layer = viewer.add_image(plane, name="big", scale=(0.5, 0.5))
+    views, writes = [], []
+    worker = docked.start(layer, settings={**QUICK, "max_steps": 6})
+    output = viewer.layers["big [Noise2Fast]"]
+    output.events.data.connect(lambda _: writes.append(docked.running))
+    original = docked.write_output
+    docked.write_output = lambda *args: (writes.append("written"), original(*args))
+
+    def record(item):
+        if "big [live view]" in viewer.layers:
+            views.append(tuple(viewer.layers["big [live view]"].scale))
+
+    worker.yielded.connect(record)
+    qtbot.waitUntil(lambda: not docked.running, timeout=TIMEOUT_MS)
+    assert views and set(views) == {(1.0, 1.0)}  # half the pixels a side, so twice the scale
+    assert writes.count("written") == 1  # the full-size output once, at the end
+    assert "big [live view]" not in viewer.layers  # the full-size output replaced it at the end
+    out = viewer.layers["big [Noise2Fast]"].data
+    assert out.shape == plane.shape and not np.array_equal(out, plane.astype(out.dtype))

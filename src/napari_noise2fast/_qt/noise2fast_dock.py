@@ -136,6 +136,7 @@ class Noise2FastWidget(WorkerDock):
         self._progress = None
         self._reference = None  # the reference's data for the run, read once
         self._scores: dict = {}  # the noisy input's and the preview's PSNR against the reference
+        self._live = False  # a large plane: shown by the events' downsampled views while it trains
         self.warm_up(on_ready=self._on_ready)
 
     def _on_ready(self, devices: list[str]) -> None:
@@ -214,8 +215,8 @@ class Noise2FastWidget(WorkerDock):
                 else:
                     store = new_plane_store(self.temporary_store(), tuple(layer.data.shape), np.float32)
                     out = {"out": store} if is_lazy(data) else {}
-            large = math.prod(np.shape(data)[-2:]) > LIVE_PIXELS
-            live = {"view_every": VIEW_EVERY} if large else {"output_every": 1}
+            self._live = math.prod(np.shape(data)[-2:]) > LIVE_PIXELS
+            live = {"view_every": VIEW_EVERY} if self._live else {"output_every": 1}
             self.job = iter_denoise(data, method, **live, **layer_settings(layer), **settings, **out)
             store = self.job.out if store is None else store
         except (ValueError, MemoryError) as error:
@@ -273,7 +274,7 @@ class Noise2FastWidget(WorkerDock):
     def _on_event(self, item) -> None:
         event, show, score = item
         self._last = event
-        if show:
+        if show and (event.done or not self._live):  # a large plane: its full-size output once, at the end
             self.write_output(self.output_layer, self._base + self.job.plane_location(event.plane),
                               self.job.cast(event.output))
         if event.view is not None and not event.done:
@@ -372,7 +373,7 @@ class Noise2FastWidget(WorkerDock):
         stopped = job is not None and job.current is not None
         if stopped:
             job.close()
-        if stopped or self.live_layer is not None:
+        if stopped:  # the best so far (a finished run's final event brought its output already)
             result = job.result()
             if result is self.output_layer.data:  # a lazy output the job wrote into: only redraw
                 self.output_layer.refresh()

@@ -45,6 +45,12 @@ START_PATIENCE = 200
 # traces of fast runs on ../shared/data and two nuclei tiles: median PSNR cost 0.010 dB, worst 0.103 dB,
 # 31 % less time in all; absolute minimum gains cut the nuclei runs to 70 steps)
 MIN_RELATIVE_GAIN = 0.005
+# In bounded mode (large planes, recordings) a smaller share: there the training draws from far more pixels than a
+# 512x512 plane holds, and the validation on tiles keeps climbing slowly and steadily. Measured (fish mosaics, one
+# run on an Intel Xeon without bfloat16, benchmarks/RESULTS.md "Large planes"): with 0.002 2048x2048 took 1.53x the
+# time of 512x512 at 0.14 dB below it, 4096x4096 2.26x at 0.26 dB below; with 0.005, 4096x4096 stopped at 360 steps
+# 0.53 dB below (AMX Xeon), and a sparse 32-plane volume stopped on a 40-step plateau 6 dB short of its seed's twin
+MIN_RELATIVE_GAIN_BOUNDED = 0.002
 
 REFERENCE = {
     "patience": 100,
@@ -67,7 +73,9 @@ REFERENCE = {
     "z_pairs": False,
     "min_gain": 0.0,
     "min_relative_gain": 0.0,
+    "min_relative_gain_bounded": 0.0,
     "start_patience": None,
+    "raw_start": False,
 }
 PRESETS: dict[str, dict] = {
     "reference": REFERENCE,
@@ -77,7 +85,8 @@ PRESETS: dict[str, dict] = {
     # large planes.
     "fast": {**REFERENCE, "patience": 50, "validate_every": 10, "average": "weights", "precision": "auto",
              "channels_last": "auto", "warm_start": True, "warm_patience": 20, "budget": BUDGET,
-             "start_patience": START_PATIENCE, "min_relative_gain": MIN_RELATIVE_GAIN, "context": True},
+             "start_patience": START_PATIENCE, "min_relative_gain": MIN_RELATIVE_GAIN,
+             "min_relative_gain_bounded": MIN_RELATIVE_GAIN_BOUNDED, "context": True, "raw_start": True},
 }
 AVERAGES = ("outputs", "weights")
 SAMPLINGS = ("tiles", "random")
@@ -284,6 +293,14 @@ class Noise2Fast(Method):
         As ``min_gain``, as a fraction of the gain so far (the PSNR that last counted minus the first
         validation's since the start or restart); the larger of the two counts. 0: off (the reference);
         the fast preset: 0.005.
+    min_relative_gain_bounded : float
+        ``min_relative_gain`` in bounded mode (large planes, recordings), where the validation on tiles climbs
+        slowly and steadily for longer; the fast preset: 0.002.
+    raw_start : bool
+        With ``average="weights"``: after a start or restart, validate the training network too and show its
+        best while it validates better than the average's, until the average catches up (the average of the
+        first steps' weights lags far behind them: on the sample the network's output replaced the preview at
+        step 60 instead of 190). Patience counts the average alone. On in the fast preset.
     window : int
         The result is the mean of the last ``window`` validation outputs; a run
         cancelled before that many steps returns its best single output.
@@ -376,6 +393,7 @@ class Noise2Fast(Method):
         if (settings["patience"] < 0 or settings["warm_patience"] < 0 or settings["window"] < 1
                 or (settings["start_patience"] is not None and settings["start_patience"] < 0)
                 or settings["min_gain"] < 0 or settings["min_relative_gain"] < 0
+                or settings["min_relative_gain_bounded"] < 0
                 or settings["learning_rate"] <= 0 or settings["validate_every"] < 1
                 or settings["average"] not in AVERAGES or settings["precision"] not in {"auto", *PRECISIONS}):
             raise ValueError(f"invalid Noise2Fast settings: {settings}")
@@ -453,6 +471,11 @@ class Noise2Fast(Method):
             for group in self.optimizer.param_groups:
                 group["lr"] = learning_rate
         self.averaged = None
+        # the training network is validated beside its average until the average validates at least as well:
+        # the average of the first steps' weights lags far behind them (the sample: the training network beat
+        # the preview at step 65, the average after step 150)
+        self.racing = self.settings["raw_start"] and self.settings["average"] == "weights" and not self._from_warm
+        self.lead: tuple[float, dict, torch.Tensor | None] | None = None  # the training network's best while racing
         if self.settings["average"] == "weights":
             self.averaged = copy.deepcopy(self.network).requires_grad_(False)
             if self._from_warm:
@@ -598,16 +621,17 @@ class Noise2Fast(Method):
     def predict_plane(self, plane: torch.Tensor) -> torch.Tensor:
         """Any normalised plane (1, 1, H, W) denoised by the best-validated network (the training network
         before any validation), in tiles: how a recording's frames are denoised by one model."""
-        network = self._best_network() if self.best_state is not None else self.network
+        network = self._best_network() if self._shown_state() is not None else self.network
         if self.settings["augment"]:
             return self.augmented(network, plane)
         return self.predict(network, plane)
 
     def trained_state(self) -> dict | None:
-        """The best-validated weights on the CPU (None before any validation)."""
-        if self.best_state is None:
+        """The best-validated weights on the CPU, those shown (None before any validation)."""
+        state = self._shown_state()
+        if state is None:
             return None
-        return {name: tensor.detach().to("cpu").clone() for name, tensor in self.best_state.items()}
+        return {name: tensor.detach().to("cpu").clone() for name, tensor in state.items()}
 
     def load_trained(self, state: dict) -> None:
         """Predict with ``state`` (a :meth:`trained_state`) as the best-validated weights."""
@@ -631,19 +655,42 @@ class Noise2Fast(Method):
     def _snapshot(self, network: nn.Module) -> dict[str, torch.Tensor]:
         return {name: value.detach().clone() for name, value in network.state_dict().items()}
 
+    def _score(self, network: nn.Module) -> tuple[float, torch.Tensor | None]:
+        """``network``'s validation MSE, and its output on a whole plane (None in bounded mode)."""
+        if self.bounded:
+            return self._subset_mse(network), None
+        output = self.predict(network)
+        return torch.mean((output - self.noisy[0, 0]) ** 2).item(), output
+
     def _validate(self) -> tuple[float, bool]:
         """Validate the current (averaged) network on the whole plane, or the fixed subset in bounded mode;
         keep its weights (and, on a whole plane, its output) if best.
 
-        Returns the validation MSE and whether it counts for patience: the best so far, by at least
-        ``min_gain`` dB (or ``min_relative_gain`` times the gain so far) over the one that last counted."""
+        While the average still lags behind the training network after a start (``raw_start``), the training
+        network is validated too and its best kept as the ``lead``: shown (:meth:`preview`, :meth:`view`,
+        :meth:`result`) while it validates better than the average's best. Only the average's validations
+        count for patience, so a run takes as many steps as without it; the race ends once the average's best
+        is as good as the lead's. Where it never is, the result is the lead's (the better validated: on the
+        sample 37.24 against the average's 37.09 dB, on Set12 05 28.95 against 28.96, on 01 the same).
+
+        Returns the validation MSE shown (the better of the two while racing) and whether it counts for
+        patience: the average's best so far, by at least ``min_gain`` dB (or ``min_relative_gain`` times the
+        gain so far) over the one that last counted."""
         validator = self.network if self.averaged is None else self.averaged
-        output = None
-        if self.bounded:
-            mse = self._subset_mse(validator)
-        else:
-            output = self.predict(validator)
-            mse = torch.mean((output - self.noisy[0, 0]) ** 2).item()
+        mse, output = self._score(validator)
+        shown = mse
+        if self.racing:
+            raw_mse, raw_output = self._score(self.network)
+            shown = min(mse, raw_mse)
+            if self.lead is None or raw_mse < self.lead[0]:
+                self.lead = (raw_mse, self._snapshot(self.network), raw_output)
+        counted = self._keep(validator, mse, output)
+        if self.racing and self.best_mse <= self.lead[0]:  # the average has caught up: it alone from now on
+            self.racing, self.lead = False, None
+        return shown, counted
+
+    def _keep(self, validator: nn.Module, mse: float, output: torch.Tensor | None) -> bool:
+        """Keep ``validator``'s weights (and output) if its ``mse`` is the best; whether it counts for patience."""
         if self.averaged is None:
             self.outputs.append(output if self.keeps_outputs else self._snapshot(validator))
         if mse < self.best_mse:
@@ -658,11 +705,12 @@ class Noise2Fast(Method):
                 self.best_is_first = False
             gained = self.counted_psnr - self.first_psnr  # -inf before the first count
             gained = gained if math.isfinite(gained) and gained > 0 else 0.0
-            need = max(self.settings["min_gain"], self.settings["min_relative_gain"] * gained)
+            share = self.settings["min_relative_gain_bounded" if self.bounded else "min_relative_gain"]
+            need = max(self.settings["min_gain"], share * gained)
             if psnr >= self.counted_psnr + need:
                 self.counted_psnr, self.since_best = psnr, 0
-                return mse, True
-        return mse, False
+                return True
+        return False
 
     def validation_regions(self) -> list[tuple[int, int, int, int]] | None:
         """The fixed validation tiles in bounded mode (the engine scores the preview on them); None on whole planes."""
@@ -702,8 +750,21 @@ class Noise2Fast(Method):
         network.load_state_dict(state)
         return network.requires_grad_(False)
 
+    def _leading(self) -> bool:
+        """Whether the training network's best (while racing) validates better than the average's best."""
+        return self.lead is not None and self.lead[0] < self.best_mse
+
+    def _shown_state(self) -> dict[str, torch.Tensor] | None:
+        """The weights shown: the lead's while it leads, else the best-validated average's."""
+        return self.lead[1] if self._leading() else self.best_state
+
     def preview(self) -> torch.Tensor:
-        """The best-validated output: kept as is on whole planes, predicted from the best weights in bounded mode."""
+        """The best-validated output: kept as is on whole planes, predicted from the best weights in bounded mode
+        (the training network's best while it leads the average, see :meth:`_validate`)."""
+        if self._leading():
+            if self.lead[2] is not None:
+                return self.lead[2]
+            return self._predicted(("lead", self.restarted, self.lead[0]), lambda: self.predict(self._best_network()))
         if self.best_output is not None:
             return self.best_output
         if self.best_state is None:
@@ -718,7 +779,7 @@ class Noise2Fast(Method):
         of the plane, tile by tile in raster order and round again, with the best weights of the moment:
         the view fills in from the top while training goes on, at a bounded cost per call.
         """
-        if not self.bounded or self.best_state is None:
+        if not self.bounded or self._shown_state() is None:
             return downsample(self.preview(), factor)
         side = max(factor, math.isqrt(VIEW_PIXELS) // factor * factor)  # tiles aligned to the blocks
         if self._canvas is None:
@@ -734,10 +795,10 @@ class Noise2Fast(Method):
         return self._canvas
 
     def _best_network(self) -> nn.Module:
-        """A network holding the best weights (rebuilt when they change)."""
-        key = (self.restarted, self.best_mse)
+        """A network holding the weights shown (:meth:`_shown_state`; rebuilt when they change)."""
+        key = (self.restarted, self.best_mse, self.lead[0] if self._leading() else None)
         if self._best[0] != key:
-            self._best = (key, self._with_weights(self.best_state))
+            self._best = (key, self._with_weights(self._shown_state()))
         return self._best[1]
 
     def augmented(self, network: nn.Module, plane: torch.Tensor | None = None) -> torch.Tensor:
