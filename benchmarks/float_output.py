@@ -18,7 +18,7 @@ import tifffile
 import torch
 
 from napari_noise2fast import denoise, iter_denoise
-from napari_noise2fast.compare import quality
+from napari_noise2fast.comparison import quality
 from napari_noise2fast.samples import clean_cell, noisy_cell
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"

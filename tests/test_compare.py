@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ import tifffile
 
 from napari_noise2fast import compare, iter_compare
 from napari_noise2fast.cli import main
-from napari_noise2fast.compare import TABLE_COLUMNS, quality
+from napari_noise2fast.comparison import TABLE_COLUMNS, quality
 
 QUICK = {"zs-n2n": {"steps": 150, "report_every": 25}}
 
@@ -35,8 +36,11 @@ def test_compare_returns_outputs_rows_and_curves_against_reference(set12_05_crop
     assert result.rows[1].steps == 150
     np.testing.assert_array_equal(noisy, before)
     rows = list(csv.reader(io.StringIO(result.csv())))
-    assert rows[0] == list(TABLE_COLUMNS) and [r[0] for r in rows[1:]] == ["Calibrated classical", "ZS-N2N"]
-    assert "| ZS-N2N | 150 |" in result.table()
+    assert rows[0] == list(TABLE_COLUMNS) and [r[0] for r in rows[1:]] == ["noisy input", "Calibrated classical", "ZS-N2N"]
+    zs_n2n = result.rows[1]
+    cells = f"| ZS-N2N | {zs_n2n.psnr:.2f} | {zs_n2n.ssim:.3f} | {zs_n2n.seconds:.1f} | 150 | budget |"
+    assert cells in result.table()
+    assert result.table().splitlines()[2].startswith("| noisy input |")
 
 
 def test_curve_points_on_a_stack_use_the_whole_references_range(set12_05_crop):
@@ -57,7 +61,8 @@ def test_without_reference_curves_are_each_methods_validation_score(set12_05_cro
     result = compare(noisy, ["zs-n2n"], seed=0, device="cpu", params=QUICK)
     assert result.curve_kind == "validation PSNR"
     assert [round(v, 6) for _, v in result.curves["zs-n2n"]][-1] == pytest.approx(result.rows[0].val_psnr, abs=5)
-    assert result.rows[0].psnr is None and result.rows[0].cells()[4] == ""
+    assert result.rows[0].psnr is None and result.rows[0].cells()[1:3] == ["", ""]
+    assert result.rows[0].cells()[4] == str(result.rows[0].steps)
 
 
 def test_equal_time_gives_every_method_noise2fasts_time(set12_05_crop):
@@ -103,13 +108,16 @@ def test_cli_compare_prints_table_writes_outputs_and_csv(tmp_path, capsys, set12
                  str(tmp_path / "clean.tif"), "--seed", "0", "--device", "cpu", "-q", "-o", str(tmp_path / "out"),
                  "--csv", str(tmp_path / "table.csv")])
     printed = capsys.readouterr().out
-    assert code == 0 and "| Calibrated classical | 16 |" in printed
+    row = r"\| Calibrated classical \| [\d.]+ \| [\d.]+ \| [\d.]+ \| 16 \| complete \|"
+    assert code == 0 and re.search(row, printed)
     output = tifffile.imread(tmp_path / "out" / "crop_calibrated.tif")
     assert output.shape == noisy.shape
     with (tmp_path / "table.csv").open() as handle:
         rows = list(csv.DictReader(handle))
-    assert rows[0]["file"] == "crop.tif" and float(rows[0]["PSNR"]) == pytest.approx(
-        quality(clean.astype(np.uint8), output)[0], abs=0.01)
+    assert [(row["file"], row["method"]) for row in rows] == [("crop.tif", "noisy input"),
+                                                              ("crop.tif", "Calibrated classical")]
+    assert float(rows[0]["PSNR"]) == pytest.approx(quality(clean.astype(np.uint8), noisy)[0], abs=0.01)
+    assert float(rows[1]["PSNR"]) == pytest.approx(quality(clean.astype(np.uint8), output)[0], abs=0.01)
 
 
 def test_cli_compare_reports_a_bad_method_plainly(tmp_path, capsys):

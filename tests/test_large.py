@@ -118,10 +118,13 @@ def test_bounded_runs_keep_weights_not_outputs_and_predict_the_best_at_the_end()
     assert model.best_output is None and model.best_state is not None
     assert all(isinstance(value, torch.Tensor) and value.numel() < 64 * 64 * 64 for value in model.best_state.values())
     best = seeded_module(lambda: n2f.noise2fast_network(64), 0)
-    best.load_state_dict(model.best_state)
+    best.load_state_dict(model._shown_state())  # the average's best, or the training network's while it leads
     torch.testing.assert_close(model.result(), model.predict(best))
     assert model.result() is model.result()  # predicted once, then cached
     assert model.result().shape == (64, 72)
+    model.stop_reason = "patience"  # stopped by itself: the average's best, whatever led while racing
+    best.load_state_dict(model.best_state)
+    torch.testing.assert_close(model.result(), model.predict(best))
 
 
 def test_reference_window_of_snapshots_equals_the_window_of_outputs(monkeypatch):
@@ -238,9 +241,11 @@ def test_events_carry_a_downsampled_view_filled_in_tile_by_tile(monkeypatch):
     assert run.view_factor == 3
     views = [event for event in events if event.view is not None]
     assert events[0].stage == "preview" and events[0].view is not None
-    assert [event.step for event in views] == [0, 2, 4, 6, 8, 10]  # not the final event: it has the output
+    previews = [event for event in views if event.step == 0]  # the Gaussian, then total variation if better
+    assert [event.preview_filter for event in previews] in (["Gaussian"], ["Gaussian", "total variation"])
+    assert [event.step for event in views[len(previews):]] == [2, 4, 6, 8, 10]  # not the final: it has the output
     assert all(event.view.shape == (32, 27) and event.view.dtype == np.float32 for event in views)
-    np.testing.assert_allclose(events[0].view, engine.downsample(run._to_intensity(run._preview), 3), rtol=1e-6)
+    np.testing.assert_allclose(previews[-1].view, engine.downsample(run._to_intensity(run._preview), 3), rtol=1e-6)
     model = run.model
     best = engine.downsample(model.predict(model._best_network()), 3)
     model._canvas = None  # the run's events have viewed already: start the canvas again

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from skimage.metrics import peak_signal_noise_ratio
 
 from napari_noise2fast import iter_denoise
+from napari_noise2fast.engine import PlaneRun
 from napari_noise2fast.preview import calibrated_gaussian
 
 
@@ -34,11 +36,58 @@ def test_stopping_before_the_method_validates_better_returns_the_preview(set12_0
     noisy, _ = set12_05_crop
     job = iter_denoise(noisy, seed=0, device="cpu", max_steps=2)
     events = list(job)
-    assert [e.stage for e in events] == ["preview"] * 3
-    np.testing.assert_array_equal(job.result(), events[0].output)
+    previews = [e for e in events if e.step == 0]  # the Gaussian, and total variation where it scores better
+    assert [e.preview_filter for e in previews] in (["Gaussian"], ["Gaussian", "total variation"])
+    assert [e.stage for e in events] == ["preview"] * (len(previews) + 2)
+    np.testing.assert_array_equal(job.result(), previews[-1].output)
 
 
 def test_preview_can_be_turned_off(set12_05_crop):
     noisy, _ = set12_05_crop
     events = list(iter_denoise(noisy, seed=0, device="cpu", max_steps=2, preview=False))
     assert [(e.step, e.stage) for e in events] == [(1, "noise2fast"), (2, "noise2fast")]
+
+
+def test_the_held_out_check_is_scikit_images_j_invariant_loss_of_the_network_shown():
+    import torch
+    from skimage.restoration import denoise_invariant
+
+    from napari_noise2fast.methods.noise2fast import Noise2Fast
+
+    noisy = torch.rand(1, 1, 40, 48, generator=torch.Generator().manual_seed(0))
+    model = Noise2Fast(noisy, rng=np.random.default_rng(0), level=1 / 255, precision="float32", validate_every=1)
+    assert model.invariant_psnr() is None  # nothing validated yet
+    for _ in range(3):
+        model.step()
+    network = model._best_network()
+
+    def denoiser(image):
+        with torch.inference_mode():
+            return torch.sigmoid(network(torch.from_numpy(image)[None, None])).numpy()[0, 0]
+
+    held_out = denoise_invariant(noisy.numpy()[0, 0], denoiser)
+    expected = peak_signal_noise_ratio(noisy.numpy()[0, 0], held_out, data_range=1.0)
+    assert model.invariant_psnr() == pytest.approx(expected, abs=1e-4)
+
+
+def test_the_method_replaces_the_preview_only_once_its_held_out_score_beats_it(monkeypatch):
+    from napari_noise2fast.methods.noise2fast import Noise2Fast
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:96, :96]
+    noisy = (0.5 + 0.3 * np.sin(xx / 9.0) * np.cos(yy / 13.0) + rng.normal(0, 0.3, (96, 96))).astype(np.float32)
+    calls = []
+
+    def held_out(model):  # fails the first two checks by 1 dB, passes the third
+        calls.append(model)
+        return run._preview_psnr + (1.0 if len(calls) == 3 else -1.0)
+
+    monkeypatch.setattr(Noise2Fast, "invariant_psnr", held_out)
+    run = PlaneRun(noisy, Noise2Fast, seed=0, max_steps=200, validate_every=2)
+    events = list(run)
+    checked = [e for e in events if np.isfinite(e.heldout_psnr)]
+    assert len(checked) == len(calls) == 3  # checked only while the preview is shown
+    assert all(e.val_psnr > e.preview_val_psnr for e in checked)  # each when the plain score passed the preview's
+    shown = events.index(checked[-1])
+    assert all(e.stage == "preview" for e in events[:shown]) and events[shown].stage == "noise2fast"
+    assert all(e.stage == "noise2fast" for e in events[shown:])

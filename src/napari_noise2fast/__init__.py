@@ -13,9 +13,9 @@ _PUBLIC = {
     "DenoiseJob": "napari_noise2fast.api",
     "denoise": "napari_noise2fast.api",
     "iter_denoise": "napari_noise2fast.api",
-    "Comparison": "napari_noise2fast.compare",
-    "compare": "napari_noise2fast.compare",
-    "iter_compare": "napari_noise2fast.compare",
+    "Comparison": "napari_noise2fast.comparison",
+    "compare": "napari_noise2fast.comparison",
+    "iter_compare": "napari_noise2fast.comparison",
     "Event": "napari_noise2fast.engine",
     "PlaneRun": "napari_noise2fast.engine",
 }

@@ -320,7 +320,7 @@ def output_dtype(name: str) -> np.dtype:
 
 
 def build_compare_parser() -> argparse.ArgumentParser:
-    from napari_noise2fast.compare import DEFAULT_METHODS
+    from napari_noise2fast.comparison import DEFAULT_METHODS
     from napari_noise2fast.methods import METHODS
 
     parser = ArgumentParser(
@@ -356,7 +356,7 @@ def reference_for(source: Path, reference: Path | None, axes: str | None) -> np.
 
 
 def compare_main(argv: list[str]) -> int:
-    from napari_noise2fast.compare import TABLE_COLUMNS, compare
+    from napari_noise2fast.comparison import TABLE_COLUMNS, compare
     from napari_noise2fast.methods import get_method
 
     args = build_compare_parser().parse_args(argv)

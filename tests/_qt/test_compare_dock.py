@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from napari_noise2fast.compare import TABLE_COLUMNS, quality
+from napari_noise2fast.comparison import TABLE_COLUMNS, quality
 
 napari = pytest.importorskip("napari")
 pytest.importorskip("pytestqt")

@@ -81,7 +81,7 @@ def test_with_a_reference_the_plot_shows_the_noisy_input_s_level(qtbot, viewer, 
     qtbot.waitUntil(lambda: not docked.running, timeout=TIMEOUT_MS)
     axis = docked.plot.item.getAxis("left").labelText
     assert axis == "PSNR against the reference (dB)"
-    from napari_noise2fast.compare import psnr_against
+    from napari_noise2fast.comparison import psnr_against
 
     level = docked.plot.levels["noisy input"].value()
     assert level == pytest.approx(psnr_against(clean.data, noisy.data), abs=1e-6)

@@ -133,7 +133,7 @@ class CompareWidget(WorkerDock):
               params: dict | None = None, scope: str | None = None):
         """Compare ``methods`` (default: the ticked ones) on ``layer`` (default: the picked one)."""
         self.wait_warm()
-        from napari_noise2fast.compare import check_comparison, iter_compare
+        from napari_noise2fast.comparison import check_comparison, iter_compare
         from napari_noise2fast.devices import resolve_device
 
         if self.running:

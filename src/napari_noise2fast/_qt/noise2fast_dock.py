@@ -51,7 +51,7 @@ PRESET_TIP = ("fast: the quickest settings that keep the published quality (meas
 
 def psnr_of(reference: np.ndarray, output: np.ndarray) -> float:
     """PSNR of ``output`` against ``reference`` over the reference's range (the comparison's rule)."""
-    from napari_noise2fast.compare import psnr_against
+    from napari_noise2fast.comparison import psnr_against
 
     return psnr_against(reference, output)
 
