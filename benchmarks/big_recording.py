@@ -6,7 +6,7 @@ by up to 3 px a frame (tiled with its flips where the crop leaves the image), ea
 Poisson-Gaussian noise (the gain and read noise fitted to the real noisy/clean pair, as ``stack.py``),
 scaled to a camera-like uint16 range; chunks of ``--chunk`` frames. It is denoised with the defaults
 (``stack="recording"``: one model) into a new ``.zarr`` under ``--out``, in a fresh process whose peak
-resident memory (``ru_maxrss``) is the figure: the issue's bound is 1.5 GB for 2000 frames of 512x512
+resident memory (``peak_rss_mb``: VmHWM) is the figure: the issue's bound is 1.5 GB for 2000 frames of 512x512
 (2 GB as float32). Prints one table row; ``--psnr-frames`` frames are checked against their clean version.
 
     taskset -c 1 python benchmarks/big_recording.py --frames 2000 --size 512
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import shutil
 import sys
 import tempfile
@@ -25,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from run_benchmark import DEFAULT_DATA, image_paths
+from run_benchmark import DEFAULT_DATA, image_paths, peak_rss_mb
 
 SCALE = 40.0  # counts per unit of the clean image: a uint16 camera-like range
 
@@ -99,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
                 first_frame = time.perf_counter() - start
     seconds = time.perf_counter() - start
     out = job.result()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = peak_rss_mb()
     check = np.linspace(0, args.frames - 1, args.psnr_frames).round().astype(int)
     span = float(SCALE * 255)
     psnr = [peak_signal_noise_ratio(clean(k), np.asarray(out[k], np.float64), data_range=span) for k in check]

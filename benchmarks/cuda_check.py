@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import time
 from pathlib import Path
 
@@ -38,6 +37,7 @@ from napari_noise2fast.engine import seeded_module
 from napari_noise2fast.methods import METHODS
 from napari_noise2fast.methods.noise2fast import RECEPTIVE_RADIUS, noise2fast_network
 from napari_noise2fast.samples import clean_cell, noisy_cell
+from run_benchmark import peak_rss_mb
 
 DEVICE = torch.device("cuda")  # --device cpu: a dry run of the script here
 
@@ -68,7 +68,7 @@ def run(noisy, clean=None, data_range=None, **kwargs) -> dict:
     row = {"seconds": seconds, "steps": steps, "first_event_s": times[0],
            "max_gap_s": float(gaps[1:-1].max()) if len(gaps) > 2 else 0.0,
            "gpu_peak_mb": torch.cuda.max_memory_allocated() / 2**20 if gpu else 0.0,
-           "rss_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+           "rss_peak_mb": peak_rss_mb()}
     if clean is not None:
         span = data_range if data_range is not None else float(clean.max() - clean.min())
         row["psnr"] = peak_signal_noise_ratio(clean, result.astype(np.float64), data_range=span)

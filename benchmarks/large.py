@@ -5,7 +5,7 @@ transposes laid out so that no two neighbouring tiles are the same, with Poisson
 parameters are fitted from the real noisy/clean pair (as ``stack.py`` does), rounded and stored as uint16
 like a camera's plane. Set12 mosaics (``--image 08`` ...) get Gaussian noise of sigma 25, unclipped float32,
 as the Set12 protocol. Every run is a fresh subprocess, so that its peak resident memory
-(``resource.getrusage(RUSAGE_SELF).ru_maxrss``: input, output and torch included) is its own.
+(``run_benchmark.peak_rss_mb``, VmHWM: input, output and torch included) is its own.
 ``max_gap_s`` is the longest wait between two events while training (the preview first, then the steps),
 ``final_s`` the wait for the last event (the final prediction of the whole plane in tiles).
 
@@ -86,11 +86,12 @@ def make_plane(data: Path, name: str, size: int, seed: int) -> tuple[np.ndarray,
 
 
 ONE = """
-import json, resource, sys, time
+import json, sys, time
 sys.path.insert(0, {here!r})
 import numpy as np, torch
 torch.set_num_threads({threads})
 from large import make_plane
+from run_benchmark import peak_rss_mb
 from pathlib import Path
 from napari_noise2fast import iter_denoise
 from skimage.metrics import peak_signal_noise_ratio
@@ -115,7 +116,7 @@ gaps = np.diff([0.0] + times)
 rng = 255.0
 print(json.dumps({{"seconds": seconds, "first_event_s": times[0], "max_gap_s": float(gaps[1:-1].max()) if len(gaps) > 2
                   else 0.0, "final_s": float(gaps[-1]), "steps": step,
-                  "precision": precision, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "precision": precision, "peak_rss_mb": peak_rss_mb(),
                   "psnr": None if clean is None else peak_signal_noise_ratio(clean, out.astype(np.float64),
                                                                              data_range=rng),
                   "noisy_psnr": None if clean is None else peak_signal_noise_ratio(clean, noisy.astype(np.float64),

@@ -34,6 +34,22 @@ CONFOCAL = ["fish", "BPAE_B"]
 COLUMNS = ["image", "run", "size", "noisy_psnr", "psnr", "ssim", "steps", "seconds", "stop"]
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory, MB: Linux's VmHWM, which starts afresh at exec. ``ru_maxrss`` does
+    not: across a vfork and exec (Python's subprocess) it starts from the parent's peak, so a child of a big
+    process (pytest after many tests) reports at least the parent's memory."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def image_paths(data: Path, name: str) -> tuple[Path, Path]:
     """(noisy, clean) files of one benchmark image."""
     if name in CONFOCAL:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -31,7 +30,7 @@ import numpy as np
 import tifffile
 import torch
 
-from run_benchmark import DEFAULT_DATA, append_rows, image_paths, psnr_ssim
+from run_benchmark import DEFAULT_DATA, append_rows, image_paths, peak_rss_mb, psnr_ssim
 from stack import fit_noise, make_stack
 
 HERE = Path(__file__).parent
@@ -73,7 +72,7 @@ def one(args) -> dict:
             "median_psnr": f"{statistics.median(psnrs.values()):.3f}",
             "median_psnr_on_sample": f"{statistics.median(psnrs[f] for f in sample):.3f}",
             "median_noisy_psnr": f"{statistics.median(psnr_ssim(cleans[f], noisy[f])[0] for f in frames):.3f}",
-            "peak_rss_mb": f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f}",
+            "peak_rss_mb": f"{peak_rss_mb():.0f}",
             "precision": precision_report("cpu")["precision"]}
 
 

@@ -36,7 +36,8 @@ def test_compare_returns_outputs_rows_and_curves_against_reference(set12_05_crop
     assert result.rows[1].steps == 150
     np.testing.assert_array_equal(noisy, before)
     rows = list(csv.reader(io.StringIO(result.csv())))
-    assert rows[0] == list(TABLE_COLUMNS) and [r[0] for r in rows[1:]] == ["noisy input", "Calibrated classical", "ZS-N2N"]
+    assert rows[0] == list(TABLE_COLUMNS)
+    assert [r[0] for r in rows[1:]] == ["noisy input", "Calibrated classical", "ZS-N2N"]
     zs_n2n = result.rows[1]
     cells = f"| ZS-N2N | {zs_n2n.psnr:.2f} | {zs_n2n.ssim:.3f} | {zs_n2n.seconds:.1f} | 150 | budget |"
     assert cells in result.table()

@@ -40,13 +40,33 @@ def test_the_status_names_the_stage_shown_and_agrees_with_the_plot(qtbot, viewer
     qtbot.waitUntil(lambda: not docked.running, timeout=TIMEOUT_MS)
     assert seen[0][0] == "preview" and "Shown: Gaussian preview" in seen[0][1]
     for stage, text, best, top in seen:
-        assert ("Shown: Gaussian preview" in text) == (stage == "preview")
+        assert ("preview (" in text) == (stage == "preview")
         assert best == top  # the best point is the maximum of the curve it sits on
     final = docked.status.value
-    shown = "Gaussian preview" if docked._last.stage == "preview" else "Noise2Fast"
+    shown = docked.preview_name(docked._last) if docked._last.stage == "preview" else "Noise2Fast"
     assert final.startswith("Done (step cap reached).") and f"Shown: {shown}" in final
     assert all(len(line) <= 80 for line in final.splitlines())  # short lines: no narrow column, no clipping
     assert "not with the truth" in docked.status.tooltip or "true image" in docked.status.tooltip
+
+
+def test_while_the_preview_is_shown_the_status_gives_its_score_and_the_held_out_checks(qtbot, viewer, docked,
+                                                                                    monkeypatch):
+    from napari_noise2fast.methods.noise2fast import Noise2Fast
+
+    monkeypatch.setattr(Noise2Fast, "invariant_psnr", lambda model: 1.0)  # never beats the preview
+    layer = viewer.add_image(crop(noisy_cell(), 96), name="cell")
+    seen = []  # (stage, second status line, the preview line's value) at every event
+    worker = docked.start(layer, settings={**QUICK, "max_steps": 200, "patience": 1000})
+    worker.yielded.connect(lambda item: seen.append((item[0].stage, docked.status.value.splitlines()[1],
+                                                     docked.plot.levels["preview"].value())))
+    qtbot.waitUntil(lambda: not docked.running, timeout=TIMEOUT_MS)
+    training = seen[:-1]  # the last event: the run stopped at its cap, the method's own rule decides then
+    assert all(stage == "preview" for stage, _, _ in training)
+    # the status gives the shown preview's score, the one its dashed line is at, never the network's
+    assert all(f"(validation {level:.2f} dB)" in line for _, line, level in training)
+    checks = docked.plot.curves["held-out check"].getData()
+    assert len(checks[0]) > 0 and set(checks[1]) == {1.0}
+    assert any("held out 1.00" in line for _, line, _ in training)
 
 
 def test_a_single_plane_counts_down_in_the_status_and_the_activity_dock(qtbot, viewer, docked):

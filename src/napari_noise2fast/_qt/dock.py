@@ -238,13 +238,25 @@ class ThemedPlot:
                 self._place_legend()
         return self.curves[name]
 
-    def level(self, name: str, value: float, colour: str, position: float = 0.1) -> None:
-        """A dashed horizontal line at ``value`` labelled ``name`` (made on first use, then moved)."""
+    def points(self, name: str, colour: str) -> pg.PlotDataItem:
+        """The unjoined points ``name`` (made on first use, in the legend)."""
+        if name not in self.curves:
+            self.curves[name] = self.item.plot([], [], pen=None, symbol="x", symbolSize=8,
+                                               symbolPen=pg.mkPen(colour, width=2), symbolBrush=None)
+            self.legend.addItem(self.curves[name], name)
+            self._place_legend()
+        return self.curves[name]
+
+    def level(self, name: str, value: float, colour: str, position: float = 0.1, label: str | None = None) -> None:
+        """A dashed horizontal line at ``value`` labelled ``label`` (default ``name``; made on first use, then
+        moved and relabelled)."""
         if name not in self.levels:
-            line = pg.InfiniteLine(angle=0, pen=pg.mkPen(colour, style=Qt.PenStyle.DashLine), label=name,
+            line = pg.InfiniteLine(angle=0, pen=pg.mkPen(colour, style=Qt.PenStyle.DashLine), label=label or name,
                                    labelOpts={"position": position, "color": self.text, "anchors": [(0, 1), (0, 1)]})
             self.item.addItem(line)
             self.levels[name] = line
+        elif label is not None and self.levels[name].label.format != label:
+            self.levels[name].label.setFormat(label)
         self.levels[name].setValue(value)
         self.levels[name].setVisible(True)
 

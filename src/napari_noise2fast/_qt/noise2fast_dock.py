@@ -36,6 +36,9 @@ from napari_noise2fast.names import METHOD_NAMES, PRESET_NAMES, short_name
 # the knobs' initial values (the one-click menu actions run with what the dock shows)
 DEFAULTS = {"preset": "fast", "patience": 50, "seed": 0, "device": "auto"}
 CURVE_COLOUR = "#f0a030"  # readable on the dark and the light theme
+HELD_OUT_COLOUR = "#40b0f0"
+HELD_OUT_TIP = ("held-out check: the network's score with each pixel predicted without its own noisy value, as the "
+                "preview is scored; its output replaces the preview once this beats the preview's line")
 # planes above this many pixels are shown while training as a downsampled view in a light layer (the
 # engine's events' ``view``), and written to the output layer once, at full size, at the end
 LIVE_PIXELS = 1024 * 1024
@@ -116,6 +119,7 @@ class Noise2FastWidget(WorkerDock):
         self.plot.widget.setToolTip(VALIDATION_TIP)
         self.add_native(self.plot.widget)
         self.curve = self.plot.curve("validation", CURVE_COLOUR, legend=False)
+        self._held_out: list[tuple[int, float]] = []  # (step, held-out PSNR) of the checks while the preview shows
 
         self.preset.changed.connect(self._on_preset)
         self.method.changed.connect(self._on_method)
@@ -262,8 +266,10 @@ class Noise2FastWidget(WorkerDock):
     # ----------------------------------------------------------------- plot
     def _reset_plot(self, plane: int) -> None:
         self._plane = plane
-        self._steps, self._curve = [], []
+        self._steps, self._curve, self._held_out = [], [], []
         self.curve.setData([], [])
+        if "held-out check" in self.plot.curves:
+            self.plot.curves["held-out check"].setData([], [])
         self.plot.best.setData([], [])
         for line in self.plot.levels.values():
             line.setVisible(False)
@@ -284,13 +290,17 @@ class Noise2FastWidget(WorkerDock):
         theme = get_theme(self.viewer.theme)
         if self._reference is None:
             if math.isfinite(event.preview_val_psnr):
-                self.plot.level("Gaussian preview", event.preview_val_psnr, theme.secondary.as_hex())
+                self.plot.level("preview", event.preview_val_psnr, theme.secondary.as_hex(),
+                                label=self.preview_name(event))
             if event.step > 0 and math.isfinite(event.val_psnr):
                 self._add_point(event.step, event.val_psnr)
+            if math.isfinite(event.heldout_psnr):
+                self._held_out.append((event.step, event.heldout_psnr))
+                self.plot.points("held-out check", HELD_OUT_COLOUR).setData(*zip(*self._held_out, strict=True))
         elif score is not None:
             if event.stage == "preview" and event.step == 0:
                 self._scores["preview"] = score
-                self.plot.level("Gaussian preview", score, theme.secondary.as_hex())
+                self.plot.level("preview", score, theme.secondary.as_hex(), label=self.preview_name(event))
             elif event.stage != "preview":
                 self._add_point(event.step, score)
         self.status.value = self._describe(event)
@@ -331,10 +341,15 @@ class Noise2FastWidget(WorkerDock):
             return f"step {countdown.done} of {countdown.total}"
         return f"{countdown.done} of {countdown.total} {countdown.unit}"
 
+    @staticmethod
+    def preview_name(event) -> str:
+        """``"Gaussian preview"``, or ``"total-variation preview"`` where that refinement scored better."""
+        return "total-variation preview" if event.preview_filter == "total variation" else "Gaussian preview"
+
     def stage_name(self, event) -> str:
         """What the shown output comes from, in words."""
         if event.stage == "preview":
-            return "Gaussian preview"
+            return self.preview_name(event)
         return METHOD_NAMES[self._method]
 
     def _describe(self, event, ending: str = "") -> str:
@@ -354,11 +369,13 @@ class Noise2FastWidget(WorkerDock):
                 (max(self._curve) if self._curve else None)
             value = f"{shown:.2f} dB against the reference" if shown is not None else "not scored yet"
         else:
-            value = (f"validation {event.best_val_psnr:.2f} dB" if math.isfinite(event.best_val_psnr)
-                     else "not validated yet")
+            shown = event.preview_val_psnr if event.stage == "preview" else event.best_val_psnr
+            value = f"validation {shown:.2f} dB" if math.isfinite(shown) else "not validated yet"
         second = f"Shown: {stage} ({value})"
         if event.stage == "preview" and self._curve and self._reference is None:
             second += f"; {name} so far {max(self._curve):.2f} dB"
+            if self._held_out:  # its plain score passed the preview's: the held-out check decides
+                second += f", held out {self._held_out[-1][1]:.2f}"
         parts = []
         if event.countdown is not None and not event.done:
             parts.append(self._countdown_text(event.countdown))
