@@ -12,7 +12,12 @@ Poisson-Gaussian noise whose gain and read variance are fitted to the real noisy
 ``stack.py``), rounded and clipped to uint8. With ``s`` = 2 neighbouring planes differ little (fine axial
 sampling); with ``s`` = 0.75 they differ as much as a confocal stack sampled at its axial resolution.
 
-    taskset -c 0 python benchmarks/volume.py --axial 2,0.75 --seeds 0,1,2 --threads 1
+    git worktree add --detach ../volume c1ae345   # stack="volume" was removed after this measurement
+    PYTHONPATH=../volume/src taskset -c 0 python benchmarks/volume.py --axial 2,0.75 --seeds 0,1,2 --threads 1
+
+``stack="volume"`` gained nothing over one model of the in-plane pairs where neither run stopped early
+(``benchmarks/RESULTS.md``), so it left the package at the commit after c1ae345; this script runs against a
+checkout that still has it (``PYTHONPATH`` as above).
 
 Every run is a fresh process. Rows go to ``results/volume.csv`` as they finish; a rerun skips rows already
 there (same commit, mode, axial sampling, seed). Prints the table: median PSNR and SSIM over all planes
@@ -93,7 +98,8 @@ def one(args) -> dict:
             "mode": args.mode, "commit": args.commit, "seconds": f"{seconds:.1f}", "steps": steps,
             "median_psnr": f"{statistics.median(p for p, _ in scores):.3f}",
             "median_ssim": f"{statistics.median(s for _, s in scores):.4f}",
-            "median_noisy_psnr": f"{statistics.median(psnr_ssim(cleans[z], noisy[z])[0] for z in range(args.planes)):.3f}",
+            "median_noisy_psnr":
+                f"{statistics.median(psnr_ssim(cleans[z], noisy[z])[0] for z in range(args.planes)):.3f}",
             "volume_psnr": f"{peak_signal_noise_ratio(cleans, result.astype(np.float64), data_range=255):.3f}",
             "noisy_volume_psnr": f"{peak_signal_noise_ratio(cleans, noisy.astype(np.float64), data_range=255):.3f}",
             "precision": precision_report("cpu")["precision"]}
@@ -156,8 +162,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(row, flush=True)
     print(f"\n{args.planes} planes of {args.size}x{args.size} ({args.image}), commit {args.commit}, "
           f"{args.threads} thread(s)\n")
-    print("| axial spread (planes) | mode | seeds | median PSNR | median SSIM | noisy PSNR | volume PSNR | noisy volume "
-          "PSNR | median s | median steps |")
+    print("| axial spread (planes) | mode | seeds | median PSNR | median SSIM | noisy PSNR | volume PSNR "
+          "| noisy volume PSNR | median s | median steps |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     groups: dict[tuple, list] = {}
     for r in rows:

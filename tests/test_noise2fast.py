@@ -240,7 +240,7 @@ def test_reference_preset_settings_are_the_published_ones():
         "patience": 100, "window": 105, "learning_rate": 1e-3, "restart_learning_rate": 5e-6, "width": 64,
         "validate_every": 1, "average": "outputs", "precision": "float32", "channels_last": False,
         "warm_start": False, "warm_patience": 100, "budget": None, "crop": 128, "context": False,
-        "sampling": "tiles", "validation": 262144, "augment": False, "z_pairs": False, "min_gain": 0.0,
+        "sampling": "tiles", "validation": 262144, "augment": False, "min_gain": 0.0,
         "min_relative_gain": 0.0, "min_relative_gain_bounded": 0.0, "start_patience": None, "raw_start": False,
     }
     assert method.compute_dtype == torch.float32 and method.averaged is None
@@ -252,7 +252,7 @@ def test_fast_preset_settings_are_the_documented_ones():
         "patience": 50, "window": 105, "learning_rate": 1e-3, "restart_learning_rate": 5e-6, "width": 64,
         "validate_every": 10, "average": "weights", "precision": "auto", "channels_last": "auto",
         "warm_start": True, "warm_patience": 20, "budget": 131072, "crop": 128, "context": True,
-        "sampling": "tiles", "validation": 262144, "augment": False, "z_pairs": False, "min_gain": 0.0,
+        "sampling": "tiles", "validation": 262144, "augment": False, "min_gain": 0.0,
         "min_relative_gain": 0.005, "min_relative_gain_bounded": 0.002, "start_patience": 200, "raw_start": True,
     }
     assert method.patience == 50 and method.carry() is None

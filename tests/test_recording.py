@@ -130,7 +130,7 @@ def test_the_stack_argument(recording):
     noisy, _ = recording
     quick = {"axes": "TYX", "device": "cpu", "max_steps": 1}
     with pytest.raises(ValueError, match="stack must be one of"):
-        iter_denoise(noisy, stack="bogus", **quick)
+        iter_denoise(noisy, stack="volume", **quick)
     with pytest.raises(ValueError, match="stack"):
         iter_denoise(noisy, stack=3, **quick)
     with pytest.raises(ValueError, match="stack='recording'.*Noise2Self"):

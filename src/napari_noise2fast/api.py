@@ -25,7 +25,7 @@ from napari_noise2fast.output import Output
 
 MIN_PLANE_SIZE = 8
 CHANNEL_LETTERS = "CS"
-STACKS = ("recording", "volume", "warm", "independent")
+STACKS = ("recording", "warm", "independent")
 
 
 def count_planes(image, axes: str | None = None, channel_axis: int | None = None) -> int:
@@ -175,7 +175,7 @@ class DenoiseJob:
         return self._run_kwargs["device"]
 
     def _events(self) -> Iterator[Event]:
-        if self.stack not in ("recording", "volume"):
+        if self.stack != "recording":
             yield from self._plane_events(range(self.n_planes))
             return
         shape = self._planes.shape[1:]
@@ -184,7 +184,7 @@ class DenoiseJob:
                 yield from self._resumed(indices)
                 continue
             if len(indices) > 1:
-                sample = [indices[k] for k in recording_sample(len(indices), shape, self.stack == "volume")]
+                sample = [indices[k] for k in recording_sample(len(indices), shape)]
                 planes = np.stack([self._planes[index] for index in sample])  # its first read of them
                 if planes.min() != planes.max():
                     yield from self._recording_events(group, indices, planes)
@@ -429,16 +429,13 @@ def _stack_params(method_cls, stack: str | None, params: dict) -> dict:
     reference = params.get("preset") == "reference"
     if stack is None:
         stack = "recording" if stacked and not reference else "warm"
-    one_model = stack in ("recording", "volume")
-    if one_model and not stacked:
-        raise ValueError(f"stack={stack!r} needs a method that trains one model for a stack (noise2fast); "
+    if stack == "recording" and not stacked:
+        raise ValueError(f"stack='recording' needs a method that trains one model for a stack (noise2fast); "
                          f"{method_cls.display_name} takes stack='warm' or 'independent'")
-    if one_model and reference:
-        raise ValueError(f"stack={stack!r} is not the published method: the reference preset takes "
+    if stack == "recording" and reference:
+        raise ValueError("stack='recording' is not the published method: the reference preset takes "
                          "stack='warm' or 'independent'")
-    if stack == "volume":
-        params = {**params, "z_pairs": True}
-    if stacked and not one_model and "warm_start" not in params:
+    if stacked and stack != "recording" and "warm_start" not in params:
         params = {**params, "warm_start": stack == "warm"}
     return {**params, "stack": stack}
 

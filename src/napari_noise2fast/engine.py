@@ -577,18 +577,11 @@ RECORDING_PLANES = 16
 RECORDING_SAMPLE_BYTES = 128 * 2**20
 
 
-def recording_sample(n_planes: int, shape: tuple[int, int], neighbours: bool = False) -> list[int]:
+def recording_sample(n_planes: int, shape: tuple[int, int]) -> list[int]:
     """The frames a recording's model trains on: up to ``RECORDING_PLANES`` (fewer where they would take more
-    than ``RECORDING_SAMPLE_BYTES``), evenly spaced from the first to the last; with ``neighbours`` (a volume's
-    pairs along Z) as many pairs of neighbouring planes ``(k, k + 1)`` evenly spaced, in order (at least one
-    pair)."""
+    than ``RECORDING_SAMPLE_BYTES``), evenly spaced from the first to the last."""
     count = min(n_planes, RECORDING_PLANES, max(1, RECORDING_SAMPLE_BYTES // (4 * shape[0] * shape[1])))
-    if not neighbours:
-        return sorted({int(i) for i in np.linspace(0, n_planes - 1, count).round()})
-    if n_planes < 2:
-        raise ValueError("pairs of neighbouring planes need at least 2 planes")
-    starts = sorted({int(i) for i in np.linspace(0, n_planes - 2, max(1, count // 2)).round()})
-    return [plane for start in starts for plane in (start, start + 1)]  # starts are at least 2 apart
+    return sorted({int(i) for i in np.linspace(0, n_planes - 1, count).round()})
 
 
 class RecordingRun(_Run):
@@ -623,8 +616,7 @@ class RecordingRun(_Run):
         self.indices = list(range(self.n_planes)) if indices is None else list(indices)
         shape = getattr(planes, "shape", None)  # a stack or :class:`~napari_noise2fast.lazy.Planes`: no read
         self.shape = tuple(shape[-2:]) if shape is not None else tuple(planes[self.indices[0]].shape)
-        self.sample = [self.indices[k] for k in recording_sample(len(self.indices), self.shape,
-                                                                 neighbours=bool(params.get("z_pairs")))]
+        self.sample = [self.indices[k] for k in recording_sample(len(self.indices), self.shape)]
         # the sample's planes as read (given by a caller that has read them already), and the value range
         self._sample = np.stack([planes[index] for index in self.sample]) if sample is None else sample
         if value_range is None:

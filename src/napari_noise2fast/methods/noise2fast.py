@@ -70,7 +70,6 @@ REFERENCE = {
     "sampling": "tiles",
     "validation": VALIDATION,
     "augment": False,
-    "z_pairs": False,
     "min_gain": 0.0,
     "min_relative_gain": 0.0,
     "min_relative_gain_bounded": 0.0,
@@ -150,28 +149,6 @@ def pair_crops(image: torch.Tensor, pair: int, corners, shape: tuple[int, int],
     return torch.cat(sources), torch.cat(targets)
 
 
-def z_pair_crops(image: torch.Tensor, pair: int, corners, shape: tuple[int, int],
-                 pairs) -> tuple[torch.Tensor, torch.Tensor]:
-    """Crops of the chequerboard pairs along Z (``pair`` 4 or 5), batched: ``image`` is a stack (N, C, H, W)
-    whose planes ``2k`` and ``2k + 1`` are neighbours in Z, and each crop ``(top, left)`` of ``shape`` comes
-    from the neighbours ``pairs[i]`` (a ``k``). The source takes its pixels from the lower plane where
-    ``row + column`` (in the plane's coordinates) is even and from the upper one where it is odd; the target
-    the other way round (pair 5 swaps them): each target pixel is the same place one plane away from the
-    source pixel there, at the plane's full resolution."""
-    height, width = shape
-    sources, targets = [], []
-    for index, (top, left) in enumerate(corners):
-        lower = image[2 * pairs[index]:2 * pairs[index] + 1, ..., top:top + height, left:left + width]
-        upper = image[2 * pairs[index] + 1:2 * pairs[index] + 2, ..., top:top + height, left:left + width]
-        rows = torch.arange(top, top + height, device=image.device)[:, None]
-        cols = torch.arange(left, left + width, device=image.device)[None, :]
-        even = (rows + cols) % 2 == 0
-        source, target = torch.where(even, lower, upper), torch.where(even, upper, lower)
-        sources.append(source if pair == 4 else target)
-        targets.append(target if pair == 4 else source)
-    return torch.cat(sources), torch.cat(targets)
-
-
 def crop_grid(shape: tuple[int, int], crop: tuple[int, int], pair: int) -> list[tuple[int, int]]:
     """Corners of a fixed grid of ``crop``-sized crops covering a pair's image of ``shape``: steps of the
     crop's side, the last row and column moved in to end at the image's edge (rounded down to even where
@@ -186,15 +163,13 @@ def crop_grid(shape: tuple[int, int], crop: tuple[int, int], pair: int) -> list[
             found.append(last)
         return found
 
-    tops = starts(shape[0], crop[0], even=pair in (2, 3))
+    tops = starts(shape[0], crop[0], even=pair >= 2)
     lefts = starts(shape[1], crop[1], even=pair < 2)
     return [(top, left) for top in tops for left in lefts]
 
 
 def pair_shape(plane: tuple[int, int], pair: int) -> tuple[int, int]:
-    """Shape of pair ``pair``'s images for a plane of shape ``plane`` (the z pairs 4 and 5: the plane's)."""
-    if pair >= 4:
-        return plane
+    """Shape of pair ``pair``'s images for a plane of shape ``plane``."""
     height, width = plane[0] // 2 * 2, plane[1] // 2 * 2
     return (height // 2, width) if pair < 2 else (height, width // 2)
 
@@ -426,9 +401,6 @@ class Noise2Fast(Method):
         if self.n_planes > 1 and not budget:
             raise ValueError("Noise2Fast trains one model on a stack's planes in bounded mode only; "
                              "budget must be positive")
-        if settings["z_pairs"] and (self.n_planes < 2 or self.n_planes % 2 or not budget):
-            raise ValueError("Noise2Fast: z_pairs needs a stack of neighbouring planes two by two (an even number "
-                             f"of planes, got {self.n_planes}) and bounded training (budget > 0)")
         half_plane = max(math.prod(pair_shape(plane, k)) for k in range(4))
         self.bounded = bool(budget) and (self.n_planes > 1 or half_plane > budget)
         # pixels per step: the budget, or for a stack of small planes one half-plane (a step costs what it
@@ -514,7 +486,7 @@ class Noise2Fast(Method):
         """One step's ``(sources, targets, inner)`` groups: a whole pair, or in bounded mode ``budget`` pixels
         of crops of one, each source cut (with ``context``) with the receptive field's real surroundings
         where the pair has them; the loss counts ``targets`` at ``sources[..., inner]`` only."""
-        pair = int(self.rng.integers(6 if self.settings["z_pairs"] else 4))
+        pair = int(self.rng.integers(4))
         whole = (slice(None), slice(None))
         if not self.bounded:
             return [(*self.pairs[pair], whole)]
@@ -526,12 +498,12 @@ class Noise2Fast(Method):
             planes, tops, lefts = np.array(self._next_crops(pair, (pair_height, pair_width), (height, width),
                                                             count)).T
         else:
-            planes = self.rng.integers(0, self._sources(pair), count)
+            planes = self.rng.integers(0, self.n_planes, count)
             tops = self.rng.integers(0, pair_height - height + 1, count)
             lefts = self.rng.integers(0, pair_width - width + 1, count)
             if pair < 2:  # the chequerboard's phase follows the parity of the column (up pairs) or row (left)
                 lefts -= lefts % 2
-            elif pair < 4:
+            else:
                 tops -= tops % 2
         margin = RECEPTIVE_RADIUS if self.settings["context"] else 0  # even: the phase holds
         groups: dict[tuple, list] = {}
@@ -543,17 +515,10 @@ class Noise2Fast(Method):
         batches = []
         for (shape, above, before), cut in groups.items():
             indices, corners = [index for index, _, _ in cut], [(row, col) for _, row, col in cut]
-            if pair >= 4:
-                sources, targets = z_pair_crops(self.noisy, pair, corners, shape, indices)
-            else:
-                sources, targets = pair_crops(self.noisy, pair, corners, shape, planes=indices)
+            sources, targets = pair_crops(self.noisy, pair, corners, shape, planes=indices)
             inner = (slice(above, above + height), slice(before, before + width))
             batches.append((sources.contiguous(memory_format=self.memory_format), targets[(..., *inner)], inner))
         return batches
-
-    def _sources(self, pair: int) -> int:
-        """How many images pair ``pair`` is cut from: every plane, or for the z pairs every two neighbours."""
-        return self.n_planes // 2 if pair >= 4 else self.n_planes
 
     def _next_crops(self, pair: int, shape: tuple[int, int], crop: tuple[int, int], count: int) -> list:
         """The next ``count`` (plane, top, left) of pair ``pair``'s crop grid over every plane, a new shuffled
@@ -562,8 +527,7 @@ class Noise2Fast(Method):
         while len(chosen) < count:
             left = self._passes.get(pair)
             if not left:
-                grid = [(index, *corner) for index in range(self._sources(pair))
-                        for corner in crop_grid(shape, crop, pair)]
+                grid = [(index, *corner) for index in range(self.n_planes) for corner in crop_grid(shape, crop, pair)]
                 left = self._passes[pair] = [grid[i] for i in self.rng.permutation(len(grid))]
             take = min(count - len(chosen), len(left))
             chosen += left[:take]
