@@ -52,7 +52,7 @@ def test_the_held_out_check_is_scikit_images_j_invariant_loss_of_the_network_sho
     import torch
     from skimage.restoration import denoise_invariant
 
-    from napari_noise2fast.methods.noise2fast import Noise2Fast
+    from napari_noise2fast.methods.noise2fast import INVARIANT_PHASES, Noise2Fast
 
     noisy = torch.rand(1, 1, 40, 48, generator=torch.Generator().manual_seed(0))
     model = Noise2Fast(noisy, rng=np.random.default_rng(0), level=1 / 255, precision="float32", validate_every=1)
@@ -67,7 +67,15 @@ def test_the_held_out_check_is_scikit_images_j_invariant_loss_of_the_network_sho
 
     held_out = denoise_invariant(noisy.numpy()[0, 0], denoiser)
     expected = peak_signal_noise_ratio(noisy.numpy()[0, 0], held_out, data_range=1.0)
-    assert model.invariant_psnr() == pytest.approx(expected, abs=1e-4)
+    assert model.invariant_psnr(phases=None) == pytest.approx(expected, abs=1e-4)
+    # the default scores the pixels of 4 of the 16 masks: a quarter of them, one mask in each row and column
+    ys, xs = np.mgrid[:40, :48] % 4
+    chosen = np.zeros((40, 48), bool)
+    for phase in INVARIANT_PHASES:
+        chosen |= (ys == phase[0]) & (xs == phase[1])
+    assert chosen.mean() == 0.25 and len({y for y, _ in INVARIANT_PHASES}) == len({x for _, x in INVARIANT_PHASES}) == 4
+    error = (held_out - noisy.numpy()[0, 0])[chosen]
+    assert model.invariant_psnr() == pytest.approx(-10 * np.log10(np.mean(error.astype(np.float64) ** 2)), abs=1e-4)
 
 
 def test_the_method_replaces_the_preview_only_once_its_held_out_score_beats_it(monkeypatch):

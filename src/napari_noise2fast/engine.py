@@ -495,11 +495,12 @@ class PlaneRun(_Run):
                 self.step += 1
                 if val_psnr > self.best_val_psnr:
                     self.best_val_psnr = val_psnr
-                heldout = self._check_stage(val_psnr)
                 if self.model.stop_reason is not None:
                     self.stop_reason = self.model.stop_reason
                 elif self.max_steps is not None and self.step >= self.max_steps:
                     self.stop_reason = "max_steps"
+                # a finished run's stage is the method's own rule: no check then
+                heldout = self._check_stage(val_psnr) if self.stop_reason is None else math.nan
                 if self.stop_reason is not None:
                     yield self._event(val_psnr, with_output=True, done=True, heldout=heldout)
                     return
