@@ -1,11 +1,12 @@
 """The README screenshots (run under xvfb-run).
 
-    xvfb-run -a -s "-screen 0 1600x1000x24" python benchmarks/screenshot.py docs/widget.png
+    xvfb-run -a -s "-screen 0 1600x1000x24" python benchmarks/screenshot.py docs/widget.png --early docs/widget_10s.png
     xvfb-run -a -s "-screen 0 1600x1000x24" python benchmarks/screenshot.py docs/compare.png --compare
 
-The first: the sample denoised to the end in the Noise2Fast dock. The second: the
-comparison dock on the sample with its clean version as the reference layer
-(Noise2Fast, the calibrated classical filters, ZS-N2N at 1,000 steps).
+The first: the sample denoised to the end in the Noise2Fast dock (and with ``--early``, the same window
+``--after`` seconds after Start). The second: the comparison dock on the sample with its clean version as
+the reference layer (Noise2Fast, the calibrated classical filters, ZS-N2N at 1,000 steps). The window is
+1280x720, the size the docks are made to fit.
 """
 
 from __future__ import annotations
@@ -18,20 +19,30 @@ from qtpy.QtWidgets import QApplication
 from skimage.io import imsave
 
 
-def wait(app, widget) -> None:
-    while widget.running:
+def wait(app, widget, seconds: float | None = None) -> None:
+    """Run the event loop until ``widget`` has finished, or for ``seconds``."""
+    end = None if seconds is None else time.perf_counter() + seconds
+    while widget.running and (end is None or time.perf_counter() < end):
         app.processEvents()
         time.sleep(0.01)
+
+
+def save(app, viewer, path) -> None:
+    for _ in range(50):
+        app.processEvents()
+    imsave(path, viewer.screenshot(canvas_only=False, flash=False), check_contrast=False)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("path", nargs="?", default="widget.png")
     parser.add_argument("--compare", action="store_true")
+    parser.add_argument("--early", default=None, help="also a screenshot this long after Start (--after)")
+    parser.add_argument("--after", type=float, default=10.0)
     args = parser.parse_args()
     app = QApplication.instance() or QApplication([])
     viewer = napari.Viewer()
-    viewer.window.resize(1500, 1000)
+    viewer.window.resize(1280, 720)
     viewer.open_sample("napari-noise2fast", "noisy_cell")
     if args.compare:
         viewer.open_sample("napari-noise2fast", "clean_cell")
@@ -44,14 +55,18 @@ def main() -> None:
         print(widget.comparison.table())
     else:
         _, widget = viewer.window.add_plugin_dock_widget("napari-noise2fast", "Noise2Fast")
+        viewer.reset_view()
         widget.start(viewer.layers["noisy cell"])
+        if args.early:
+            wait(app, widget, args.after)
+            viewer.layers["noisy cell"].visible = False
+            save(app, viewer, args.early)
+            print(f"after {args.after:.0f} s:\n{widget.status.value}\n")
         wait(app, widget)
         viewer.layers["noisy cell"].visible = False
         print(widget.status.value)
     viewer.reset_view()
-    for _ in range(50):
-        app.processEvents()
-    imsave(args.path, viewer.screenshot(canvas_only=False, flash=False), check_contrast=False)
+    save(app, viewer, args.path)
     viewer.close()
 
 

@@ -9,7 +9,9 @@ Variants (the `fast` preset's defaults otherwise):
   beats the preview's);
 - ``no-raw-start``: ``raw_start=False``, the held-out check still on;
 - ``old-rule``: ``raw_start=False`` and no held-out check (the method shown once its validation PSNR passes
-  the preview's, the rule before the check).
+  the preview's, the rule before the check);
+- ``float32``, ``float32-old-rule``: ``defaults`` and ``old-rule`` in float32, what a CPU without bfloat16
+  matrix units runs (on a CPU with them: its float32 speed, about that of one without).
 
 Per run: ``shown step``/``shown s``, the first event whose stage is the method's, and the PSNR against the
 clean image of the output then (``shown PSNR``; the preview's PSNR beside it); the number of held-out checks
@@ -32,7 +34,8 @@ from run_benchmark import DEFAULT_DATA, append_rows, expand
 HERE = Path(__file__).resolve().parent
 FIELDS = ["image", "variant", "commit", "preview_psnr", "shown_step", "shown_s", "shown_psnr", "checks",
           "check_s", "seconds", "steps", "psnr", "precision", "cpu"]
-VARIANTS = {"defaults": {}, "no-raw-start": {"raw_start": False}, "old-rule": {"raw_start": False}}
+VARIANTS = {"defaults": {}, "no-raw-start": {"raw_start": False}, "old-rule": {"raw_start": False},
+            "float32": {"precision": "float32"}, "float32-old-rule": {"precision": "float32", "raw_start": False}}
 
 ONE = r'''
 import json, math, sys, time
@@ -46,9 +49,12 @@ from run_benchmark import image_paths, psnr_ssim
 import tifffile
 from skimage.io import imread
 image, variant = {image!r}, {variant!r}
-if image == "sample":
+if image == "sample":  # scored on the clean cell's own range, as side_by_side.py and the README
     from napari_noise2fast.samples import clean_cell, noisy_cell
+    from skimage.metrics import peak_signal_noise_ratio
     noisy, clean = noisy_cell(), clean_cell()
+    span = float(clean.max() - clean.min())
+    psnr_ssim = lambda clean, out: (peak_signal_noise_ratio(clean, out.astype(np.float64), data_range=span), 0.0)
 else:
     noisy_path, clean_path = image_paths(Path({data!r}), image)
     noisy = tifffile.imread(noisy_path)
@@ -60,11 +66,13 @@ def timed(model, *args, **kwargs):
     value = check(model, *args, **kwargs)
     checks.append(time.perf_counter() - started)
     return value
-Noise2Fast.invariant_psnr = (lambda model, *a, **k: None) if variant == "old-rule" else timed
+Noise2Fast.invariant_psnr = (lambda model, *a, **k: None) if variant.endswith("old-rule") else timed
 start = time.perf_counter()
 job = iter_denoise(noisy, seed=0, device="cpu", **json.loads({params!r}))
-preview = shown = None
+preview = shown = model = None
 for event in job:
+    if job.current is not None and job.current.model is not None:
+        model = job.current.model
     if event.step == 0 and event.output is not None:  # the Gaussian, then total variation where better
         preview = psnr_ssim(clean, event.output)[0]
     if shown is None and event.stage != "preview":
@@ -72,7 +80,6 @@ for event in job:
         shown = (event.step, time.perf_counter() - start, psnr_ssim(clean, output)[0])
     steps = event.step
 seconds = time.perf_counter() - start
-model = job.current.model
 print(json.dumps({{"preview_psnr": f"{{preview:.2f}}", "shown_step": shown[0] if shown else "",
                   "shown_s": f"{{shown[1]:.1f}}" if shown else "", "shown_psnr": f"{{shown[2]:.2f}}" if shown else "",
                   "checks": len(checks), "check_s": f"{{sum(checks):.1f}}", "seconds": f"{{seconds:.1f}}",

@@ -112,7 +112,7 @@ def test_the_subset_score_is_the_whole_plane_output_on_the_tiles():
 
 
 def test_bounded_runs_keep_weights_not_outputs_and_predict_the_best_at_the_end():
-    model = method((64, 72), budget=512, crop=16, validation=1024, validate_every=2, window=5)
+    model = method((64, 72), budget=512, crop=16, validation=1024, validate_every=2, window=5, raw_start=True)
     for _ in range(12):
         model.step()
     assert model.best_output is None and model.best_state is not None

@@ -253,7 +253,7 @@ def test_fast_preset_settings_are_the_documented_ones():
         "validate_every": 10, "average": "weights", "precision": "auto", "channels_last": "auto",
         "warm_start": True, "warm_patience": 20, "budget": 131072, "crop": 128, "context": True,
         "sampling": "tiles", "validation": 262144, "augment": False, "min_gain": 0.0,
-        "min_relative_gain": 0.005, "min_relative_gain_bounded": 0.002, "start_patience": 200, "raw_start": True,
+        "min_relative_gain": 0.005, "min_relative_gain_bounded": 0.002, "start_patience": 200, "raw_start": False,
     }
     assert method.patience == 50 and method.carry() is None
 
@@ -420,7 +420,8 @@ def test_raw_start_shows_the_training_network_until_its_average_catches_up_and_c
     training network's best is shown while better; patience counts the average's alone; at the sixth
     validation the average (20 dB) reaches the lead's best (20 dB) and the race ends."""
     noisy = torch.rand(1, 1, 16, 16, generator=torch.Generator().manual_seed(2))
-    model = Noise2Fast(noisy, rng=np.random.default_rng(0), level=1 / 255, precision="float32", patience=1000)
+    model = Noise2Fast(noisy, rng=np.random.default_rng(0), level=1 / 255, precision="float32", patience=1000,
+                       raw_start=True)
     assert model.racing
     calls = []
 

@@ -7,7 +7,7 @@ import pytest
 from skimage.metrics import peak_signal_noise_ratio
 
 from napari_noise2fast import iter_denoise
-from napari_noise2fast.engine import PlaneRun
+from napari_noise2fast.engine import CHECK_BACKOFF, PlaneRun
 from napari_noise2fast.preview import calibrated_gaussian
 
 
@@ -95,6 +95,8 @@ def test_the_method_replaces_the_preview_only_once_its_held_out_score_beats_it(m
     events = list(run)
     checked = [e for e in events if np.isfinite(e.heldout_psnr)]
     assert len(checked) == len(calls) == 3  # checked only while the preview is shown
+    steps = [e.step for e in checked]
+    assert steps[1] - steps[0] >= CHECK_BACKOFF and steps[2] - steps[1] >= 2 * CHECK_BACKOFF  # a failed check waits
     assert all(e.val_psnr > e.preview_val_psnr for e in checked)  # each when the plain score passed the preview's
     shown = events.index(checked[-1])
     assert all(e.stage == "preview" for e in events[:shown]) and events[shown].stage == "noise2fast"

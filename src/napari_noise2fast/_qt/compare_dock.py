@@ -19,7 +19,6 @@ from magicgui.widgets import (
     FloatSpinBox,
     PushButton,
     SpinBox,
-    create_widget,
 )
 from napari.layers import Image
 from napari.utils.notifications import show_error, show_info, show_warning
@@ -64,11 +63,8 @@ class CompareWidget(WorkerDock):
 
     def __init__(self, napari_viewer):
         super().__init__(napari_viewer)
-        self.image = create_widget(annotation=Image, label="image", options={"tooltip": "the noisy image layer"})
-        self.reference = create_widget(annotation=Image, label="reference", options={
-            "nullable": True, "value": None,
-            "tooltip": "optional: a clean image of the same scene; PSNR and SSIM are measured against it, and the "
-                       "noisy input gets a row of its own"})
+        self.image, self.reference = self.layer_pickers(
+            "; PSNR and SSIM are measured against it, and the noisy input gets a row of its own")
         self.boxes = {name: CheckBox(text=label, value=name in TICKED) for name, label in METHOD_NAMES.items()}
         methods = Container(widgets=list(self.boxes.values()), layout="vertical", labels=False, label="methods")
         self.equal_time = CheckBox(text="equal time", value=False,

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyqtgraph as pg
-from magicgui.widgets import Container, Label
+from magicgui.widgets import Container, Label, create_widget
 from napari.layers import Image
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info
@@ -321,6 +321,15 @@ class WorkerDock(Container):
         self.native.destroyed.connect(self._abandon)
         self.native.setMaximumWidth(DOCK_WIDTH)  # the canvas keeps at least half of a 1280 px window
         QTimer.singleShot(0, self._tabify)
+
+    @staticmethod
+    def layer_pickers(reference_tip: str):
+        """The ``image`` picker and the optional ``reference`` picker (a clean image of the same scene)."""
+        image = create_widget(annotation=Image, label="image", options={"tooltip": "the noisy image layer"})
+        reference = create_widget(annotation=Image, label="reference", options={
+            "nullable": True, "value": None,
+            "tooltip": f"optional: a clean image of the same scene{reference_tip}"})
+        return image, reference
 
     @staticmethod
     def status_label(text: str) -> Label:

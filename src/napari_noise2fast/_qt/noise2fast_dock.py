@@ -12,7 +12,7 @@ import math
 from pathlib import Path
 
 import numpy as np
-from magicgui.widgets import ComboBox, FileEdit, PushButton, SpinBox, create_widget
+from magicgui.widgets import ComboBox, FileEdit, PushButton, SpinBox
 from napari.layers import Image
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_info, show_warning
@@ -86,11 +86,8 @@ class Noise2FastWidget(WorkerDock):
 
     def __init__(self, napari_viewer):
         super().__init__(napari_viewer)
-        self.image = create_widget(annotation=Image, label="image", options={"tooltip": "the noisy image layer"})
-        self.reference = create_widget(annotation=Image, label="reference", options={
-            "nullable": True, "value": None,
-            "tooltip": "optional: a clean image of the same scene (a benchmark's ground truth); the plot then shows "
-                       "the output's PSNR against it, and the noisy input's"})
+        self.image, self.reference = self.layer_pickers(
+            " (a benchmark's ground truth); the plot then shows the output's PSNR against it, and the noisy input's")
         self.method = ComboBox(label="method", choices=[(name, key) for key, name in METHOD_NAMES.items()],
                                tooltip="the zero-shot denoiser to train on this image")
         self.preset = ComboBox(label="preset", choices=list(PRESET_NAMES), value=DEFAULTS["preset"], tooltip=PRESET_TIP)
