@@ -1,6 +1,7 @@
 """The README screenshots (run under xvfb-run).
 
-    xvfb-run -a -s "-screen 0 1600x1000x24" python benchmarks/screenshot.py docs/widget.png --early docs/widget_10s.png
+    xvfb-run -a -s "-screen 0 1600x1000x24" python benchmarks/screenshot.py docs/widget.png \
+        --early docs/widget_early.png
     xvfb-run -a -s "-screen 0 1600x1000x24" python benchmarks/screenshot.py docs/compare.png --compare
 
 The first: the sample denoised to the end in the Noise2Fast dock (and with ``--early``, the same window

@@ -4,10 +4,11 @@
 
 Variants (the `fast` preset's defaults otherwise):
 
-- ``defaults``: ``raw_start`` (the training network validated beside its lagging average and shown while it
-  leads) and the held-out check (the method's output replaces the preview only once its J-invariant PSNR
-  beats the preview's);
-- ``no-raw-start``: ``raw_start=False``, the held-out check still on;
+- ``defaults``: the held-out check (the method's output replaces the preview only once its J-invariant PSNR
+  beats the preview's too); until ebb30c8 ``raw_start`` was on (the training network validated beside its
+  lagging average and shown while it leads), off since 466b1ff;
+- ``no-raw-start``: ``raw_start=False``, the held-out check on (the defaults since 466b1ff);
+- ``raw-start``: ``raw_start=True``, the held-out check on;
 - ``old-rule``: ``raw_start=False`` and no held-out check (the method shown once its validation PSNR passes
   the preview's, the rule before the check);
 - ``float32``, ``float32-old-rule``: ``defaults`` and ``old-rule`` in float32, what a CPU without bfloat16
@@ -15,8 +16,9 @@ Variants (the `fast` preset's defaults otherwise):
 
 Per run: ``shown step``/``shown s``, the first event whose stage is the method's, and the PSNR against the
 clean image of the output then (``shown PSNR``; the preview's PSNR beside it); the number of held-out checks
-and the seconds they took; the run's seconds, steps and final PSNR. One fresh process per run (the precision
-probe and torch's warm-up paid in each). Rows go to ``results/shown.csv``; a rerun skips rows already there.
+and the seconds they took (a check of an unchanged network is counted, at no cost); the run's seconds,
+steps and final PSNR. One fresh process per run (the precision probe and torch's warm-up paid in each).
+Rows go to ``results/shown.csv``; a rerun skips rows already there.
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ from run_benchmark import DEFAULT_DATA, append_rows, expand
 HERE = Path(__file__).resolve().parent
 FIELDS = ["image", "variant", "commit", "preview_psnr", "shown_step", "shown_s", "shown_psnr", "checks",
           "check_s", "seconds", "steps", "psnr", "precision", "cpu"]
-VARIANTS = {"defaults": {}, "no-raw-start": {"raw_start": False}, "old-rule": {"raw_start": False},
+VARIANTS = {"defaults": {}, "no-raw-start": {"raw_start": False}, "raw-start": {"raw_start": True},
+            "old-rule": {"raw_start": False},
             "float32": {"precision": "float32"}, "float32-old-rule": {"precision": "float32", "raw_start": False}}
 
 ONE = r'''

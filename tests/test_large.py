@@ -122,9 +122,14 @@ def test_bounded_runs_keep_weights_not_outputs_and_predict_the_best_at_the_end()
     torch.testing.assert_close(model.result(), model.predict(best))
     assert model.result() is model.result()  # predicted once, then cached
     assert model.result().shape == (64, 72)
+    leading = model._leading()
     model.stop_reason = "patience"  # stopped by itself: the average's best, whatever led while racing
     best.load_state_dict(model.best_state)
     torch.testing.assert_close(model.result(), model.predict(best))
+    assert leading  # the training network led until the stop: the result is no longer its output
+    lead = seeded_module(lambda: n2f.noise2fast_network(64), 0)
+    lead.load_state_dict(model.lead[1])
+    assert not torch.allclose(model.result(), model.predict(lead))
 
 
 def test_reference_window_of_snapshots_equals_the_window_of_outputs(monkeypatch):

@@ -48,3 +48,23 @@ def test_benchmark_script_prints_table(capsys, data_dir):
     assert run_benchmark.main(["--data", str(data_dir), "--images", "01", "--max-steps", "2", "--seed", "0"]) == 0
     out = capsys.readouterr().out
     assert "| 01 | 0 | 256x256 | 20.18 |" in out and "median over 1 runs" in out
+
+
+def test_the_public_names_stay_the_functions_after_every_module_is_imported():
+    # a module named like a public function (compare.py once) replaced the function once it was imported
+    code = """
+import importlib, pkgutil
+import napari_noise2fast as package
+for module in pkgutil.walk_packages(package.__path__, "napari_noise2fast."):
+    if "._qt" not in module.name:
+        importlib.import_module(module.name)
+for name in ("compare", "denoise", "iter_denoise", "iter_compare"):
+    assert callable(getattr(package, name)) and not hasattr(getattr(package, name), "__path__"), name
+    assert not isinstance(getattr(package, name), type(package)), name
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    names = {path.stem for path in (ROOT / "src" / "napari_noise2fast").glob("*.py")}
+    import napari_noise2fast
+
+    assert not names & set(napari_noise2fast._PUBLIC)  # no module shares a public function's name

@@ -1,4 +1,5 @@
-"""The contract breaks found by a hostile user, each as a test (API, compare and CLI; the viewer's in test_widget)."""
+"""The contract breaks found by a hostile user, each as a test (API, compare and CLI; the viewer's in
+tests/_qt/test_viewer_reliability.py)."""
 
 from __future__ import annotations
 

@@ -489,8 +489,9 @@ def denoise(
     preview : bool
         Start every plane with a calibrated Gaussian estimate (event stage
         ``"preview"``, under a second on 512x512), kept as the result until
-        the method validates better (its best validation PSNR is higher); a run
-        stopped early then still returns a denoised image. (Not with
+        the method validates better (see :attr:`Event.stage`: while training its
+        held-out PSNR must beat the preview's too); a run stopped early then
+        still returns a denoised image. (Not with
         ``stack="recording"``, which trains one model for all planes.)
     stack : str, optional
         How the planes of a stack (Z, T or any leading axes) are trained:

@@ -27,6 +27,7 @@ VIEW_SIDE = 1024
 # 4 forward passes over the validation pixels: 34 checks took 16 % of a run on Set12 01 when made at every
 # validation)
 CHECK_BACKOFF = 20
+CHECK_BACKOFF_MAX = 160  # the wait stops doubling here: a network that has passed is not kept waiting long
 
 
 def view_factor(shape: tuple[int, ...]) -> int:
@@ -74,9 +75,11 @@ class Event:
         Wall-clock seconds since this plane started.
     stage : str
         Which stage the current best output comes from: ``"preview"`` (the
-        calibrated Gaussian shown first, see :mod:`napari_noise2fast.preview`)
-        until the method's best validation PSNR beats the preview's, then the
-        method's name.
+        calibrated Gaussian, or total variation where better, shown first; see
+        :mod:`napari_noise2fast.preview`), then the method's name: while training,
+        once the method's validation PSNR passes the preview's and its held-out
+        check does too (``heldout_psnr``); once the method has stopped by itself
+        or at ``max_steps``, where its best validation PSNR beats the preview's.
     output : numpy.ndarray or None
         The current best output in the input's intensity scale (float32), when
         requested (``output_every``), on the preview event and always on the
@@ -108,8 +111,8 @@ class Event:
     countdown : Countdown or None
         How near the method is to stopping by itself (None where it cannot tell, and on the preview).
     preview_val_psnr : float
-        The preview's validation PSNR (what the method's must beat for its output to be shown; NaN without
-        a preview).
+        The preview's J-invariant validation PSNR (what the method's validation and held-out PSNR must beat
+        for its output to be shown, see ``stage``; NaN without a preview).
     heldout_psnr : float
         While the preview is shown and the method's validation PSNR has passed the preview's: the method's
         J-invariant PSNR (each pixel predicted without its own value), the check that decides when its output
@@ -352,8 +355,9 @@ class PlaneRun(_Run):
         Carried into the events for multi-plane jobs.
     preview : bool
         First yield a step-0 event with a calibrated Gaussian estimate (stage
-        ``"preview"``), and let :meth:`preview` and :meth:`result` return it
-        until the method's best validation PSNR beats the preview's.
+        ``"preview"``; a second with total variation where that scores better),
+        and let :meth:`preview` and :meth:`result` return it while :attr:`stage`
+        is ``"preview"``.
     warm : object, optional
         Passed to the method: what the previous plane's method carried over.
     **params
@@ -396,6 +400,7 @@ class PlaneRun(_Run):
         self.preview_filter = "Gaussian"  # the preview's filter: "Gaussian", or "total variation" where better
         self._method_shown = False  # the method's output has beaten the preview (see _check_stage)
         self._next_check = (0, CHECK_BACKOFF)  # (the first step the next held-out check may run, the wait after it)
+        self._last_check = math.nan  # the last held-out PSNR (a method scores an unchanged network once)
         self._pace = _Pace()
 
     @property
@@ -429,9 +434,13 @@ class PlaneRun(_Run):
         if checked is None:
             self._method_shown = True
             return math.nan
+        if checked == self._last_check:  # the same network as at the last check: nothing new, no longer wait
+            return math.nan
+        self._last_check = checked
         self._method_shown = checked > self._preview_psnr
         if not self._method_shown:
-            self._next_check = (self.step + self._next_check[1], 2 * self._next_check[1])
+            wait = self._next_check[1]
+            self._next_check = (self.step + wait, min(2 * wait, CHECK_BACKOFF_MAX))
         return checked
 
     def _to_intensity(self, normalised: np.ndarray | None) -> np.ndarray:

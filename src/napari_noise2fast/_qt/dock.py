@@ -247,6 +247,11 @@ class ThemedPlot:
             self._place_legend()
         return self.curves[name]
 
+    def remove(self, name: str) -> None:
+        """Remove the curve or points ``name`` and its legend entry."""
+        self.item.removeItem(self.curves[name])
+        self.legend.removeItem(self.curves.pop(name))
+
     def level(self, name: str, value: float, colour: str, position: float = 0.1, label: str | None = None) -> None:
         """A dashed horizontal line at ``value`` labelled ``label`` (default ``name``; made on first use, then
         moved and relabelled)."""

@@ -113,7 +113,7 @@ class Noise2FastWidget(WorkerDock):
         self.form.extend([self.image, self.reference, self.method, self.preset, self.max_steps, self.patience,
                           self.seed, self.device, self.scope, self.zarr_output, buttons, self.status])
         self.plot = ThemedPlot(self.viewer, "step", "validation PSNR (dB)")
-        self.plot.widget.setToolTip(VALIDATION_TIP)
+        self.plot.widget.setToolTip(f"{VALIDATION_TIP}\n\nCrosses: the {HELD_OUT_TIP}")
         self.add_native(self.plot.widget)
         self.curve = self.plot.curve("validation", CURVE_COLOUR, legend=False)
         self._held_out: list[tuple[int, float]] = []  # (step, held-out PSNR) of the checks while the preview shows
@@ -265,8 +265,8 @@ class Noise2FastWidget(WorkerDock):
         self._plane = plane
         self._steps, self._curve, self._held_out = [], [], []
         self.curve.setData([], [])
-        if "held-out check" in self.plot.curves:
-            self.plot.curves["held-out check"].setData([], [])
+        if "held-out check" in self.plot.curves:  # made again when a check comes (its legend entry too)
+            self.plot.remove("held-out check")
         self.plot.best.setData([], [])
         for line in self.plot.levels.values():
             line.setVisible(False)
@@ -372,7 +372,7 @@ class Noise2FastWidget(WorkerDock):
         if event.stage == "preview" and self._curve and self._reference is None:
             second += f"; {name} so far {max(self._curve):.2f} dB"
             if self._held_out:  # its plain score passed the preview's: the held-out check decides
-                second += f", held out {self._held_out[-1][1]:.2f}"
+                second += f", held out {self._held_out[-1][1]:.2f} dB at step {self._held_out[-1][0]}"
         parts = []
         if event.countdown is not None and not event.done:
             parts.append(self._countdown_text(event.countdown))
