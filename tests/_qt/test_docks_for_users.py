@@ -175,3 +175,23 @@ def test_a_large_plane_shows_progress_in_a_light_view_and_writes_the_output_once
     assert "big [live view]" not in viewer.layers  # the full-size output replaced it at the end
     out = viewer.layers["big [Noise2Fast]"].data
     assert out.shape == plane.shape and not np.array_equal(out, plane.astype(out.dtype))
+
+
+def test_a_menu_start_before_torch_has_loaded_waits_without_freezing_the_viewer(qtbot, viewer, docked, monkeypatch):
+    import threading
+
+    from napari_noise2fast._qt import dock as base
+
+    loading = threading.Event()  # the warm-up as just after the dock opened: torch still loading
+    monkeypatch.setattr(base, "_WARM", loading)
+    monkeypatch.setattr(base, "_WARM_THREAD", [object()])
+    layer = viewer.add_image(crop(noisy_cell()), name="cell")
+    viewer.layers.selection.active = layer
+    docked.max_steps.value = 2
+    assert actions.denoise_with_defaults(viewer) is None  # returned at once: nothing waited for torch
+    assert not docked.running and "Loading torch" in docked.status.value
+    qtbot.wait(200)
+    assert not docked.running
+    loading.set()
+    qtbot.waitUntil(lambda: "cell [Noise2Fast]" in viewer.layers, timeout=TIMEOUT_MS)  # then it starts by itself
+    qtbot.waitUntil(lambda: not docked.running, timeout=TIMEOUT_MS)

@@ -182,7 +182,7 @@ def test_filter_menu_command_is_in_app_model_and_denoises_active_layer(qtbot, vi
     commands = [item.command.id for item in app.menus.get_menu(denoise.submenu)]
     assert "napari-noise2fast.denoise_selected" in commands
     widget = _dock_widget(viewer)
-    assert widget.running  # the dock opened and the run started there
+    qtbot.waitUntil(lambda: widget.running, timeout=60_000)  # the dock opened and the run started there
     widget.stop()
     wait_done(qtbot, widget)
     assert "cell [Noise2Fast]" in viewer.layers

@@ -143,6 +143,7 @@ def test_one_click_runs_what_the_dock_shows(qtbot, viewer, docked):
     docked.seed.value = 5
     docked.scope.value = _widget.CURRENT_PLANE
     viewer.layers.selection.active = layer
+    docked.wait_warm()  # torch loaded: the action starts at once and returns the worker
     worker = _actions.denoise_with_defaults(viewer)
     events = []
     worker.yielded.connect(lambda item: events.append(item[0]))

@@ -26,7 +26,8 @@ def open_widget(viewer: Viewer):
 
 
 def denoise_with_defaults(viewer: Viewer, layer: Image | None = None):
-    """Denoise ``layer`` (default: the active layer) with the dock's settings, shown in the dock widget."""
+    """Denoise ``layer`` (default: the active layer) with the dock's settings, shown in the dock widget; returns
+    the worker, or None where the run waits for torch to load (the first run after opening the dock)."""
     layer = layer if layer is not None else viewer.layers.selection.active
     if not isinstance(layer, Image):
         show_warning("Noise2Fast: select an image layer first.")
@@ -36,7 +37,7 @@ def denoise_with_defaults(viewer: Viewer, layer: Image | None = None):
         show_warning(f"Noise2Fast: {layer.name!r} is an output of this plugin; select its input "
                      f"{made_by['source']!r} (or pick the output in the dock to denoise it again).")
         return None
-    return open_widget(viewer).start(layer)
+    return open_widget(viewer).start_when_warm(layer)  # the viewer stays live while torch loads
 
 
 def show_in_context_menu(viewer: Viewer | None = None) -> bool:

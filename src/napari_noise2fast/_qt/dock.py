@@ -320,6 +320,7 @@ class WorkerDock(Container):
         self.input_layer = None
         self._threads = None
         self._warming = None
+        self._deferred = None  # a start waiting for torch (start_when_warm)
         self._kept_visuals: list = []  # see _on_layer_removing
         self.viewer.layers.events.removing.connect(self._on_layer_removing)
         self.viewer.layers.events.removed.connect(self._on_layer_removed)
@@ -378,6 +379,26 @@ class WorkerDock(Container):
         timer.timeout.connect(poll)
         timer.start()
         self._warming = timer
+
+    def start_when_warm(self, *args, **kwargs):
+        """:meth:`start` now where torch is loaded, else once the background warm-up has loaded it, the viewer
+        live meanwhile (a menu command that opens the dock and starts at once would otherwise freeze the viewer
+        for the seconds torch takes to load). Returns the worker, or None where the start is deferred."""
+        if _WARM.is_set() or not _WARM_THREAD:
+            return self.start(*args, **kwargs)
+        self.status.value = "Loading torch (the first run of this napari session starts in a moment)"
+        timer = QTimer(self.native)
+        timer.setInterval(50)
+
+        def poll() -> None:
+            if _WARM.is_set():
+                timer.stop()
+                self.start(*args, **kwargs)
+
+        timer.timeout.connect(poll)
+        timer.start()
+        self._deferred = timer
+        return None
 
     @staticmethod
     def wait_warm(timeout: float = 120.0) -> None:
