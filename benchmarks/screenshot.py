@@ -7,7 +7,7 @@
 The first: the sample denoised to the end in the Noise2Fast dock (and with ``--early``, the same window
 ``--after`` seconds after Start). The second: the comparison dock on the sample with its clean version as
 the reference layer (Noise2Fast, the calibrated classical filters, ZS-N2N at 1,000 steps). The window is
-1280x720, the size the docks are made to fit.
+1280x900: 1280 px wide, the width the docks are made to fit, tall enough to show the plot unscrolled.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def main() -> None:
     args = parser.parse_args()
     app = QApplication.instance() or QApplication([])
     viewer = napari.Viewer()
-    viewer.window.resize(1280, 720)
+    viewer.window.resize(1280, 900)
     viewer.open_sample("napari-noise2fast", "noisy_cell")
     if args.compare:
         viewer.open_sample("napari-noise2fast", "clean_cell")
@@ -54,6 +54,12 @@ def main() -> None:
         for layer in viewer.layers:
             layer.visible = layer.name == "noisy cell [Noise2Fast]"
         print(widget.comparison.table())
+        from qtpy.QtWidgets import QScrollArea
+
+        scroll = widget.native.findChild(QScrollArea)  # the dock scrolls: show its table, below the plot
+        for _ in range(20):
+            app.processEvents()
+        scroll.verticalScrollBar().setValue(scroll.verticalScrollBar().maximum())
     else:
         _, widget = viewer.window.add_plugin_dock_widget("napari-noise2fast", "Noise2Fast")
         viewer.reset_view()

@@ -36,7 +36,7 @@ from napari_noise2fast._qt.dock import (
     output_layer,
 )
 from napari_noise2fast.layers import layer_settings
-from napari_noise2fast.names import METHOD_NAMES
+from napari_noise2fast.names import METHOD_NAMES, SHORT_NAMES
 
 TICKED = ("noise2fast", "calibrated")
 # one colour per method, readable on the dark and the light theme
@@ -112,7 +112,7 @@ class CompareWidget(WorkerDock):
     @property
     def curves(self):
         """The plot's curve per method."""
-        return {name: self.plot.curves[METHOD_NAMES[name]] for name in self._points}
+        return {name: self.plot.curves[SHORT_NAMES[name]] for name in self._points}
 
     def _offer_reference(self) -> None:
         """Pick a likely clean layer as the reference while none is chosen."""
@@ -202,13 +202,13 @@ class CompareWidget(WorkerDock):
                             get_theme(self.viewer.theme).warning.as_hex(), position=0.05)
         if method not in self._points:
             colour = COLOURS[len(self._points) % len(COLOURS)]
-            self.plot.curve(METHOD_NAMES[method], colour)
+            self.plot.curve(SHORT_NAMES[method], colour)  # short: the legend fits the dock
             self._points[method] = []
             self.output_layers[method] = output_layer(self.viewer, self.input_layer, method, job.out_dtype)
         if report.point is not None:
             self._points[method].append(report.point)
             xs, ys = zip(*self._points[method], strict=True)
-            self.plot.curves[METHOD_NAMES[method]].setData(list(xs), list(ys))
+            self.plot.curves[SHORT_NAMES[method]].setData(list(xs), list(ys))
         if show:
             self.write_output(self.output_layers[method], self._base + job.plane_location(event.plane),
                               job.cast(event.output))
