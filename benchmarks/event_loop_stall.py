@@ -1,6 +1,6 @@
 """Longest stall of the Qt event loop while the dock widget trains (needs a display: run under xvfb-run).
 
-    xvfb-run -a python benchmarks/event_loop_stall.py --sizes 256,512 --seconds 30
+    xvfb-run -a python benchmarks/event_loop_stall.py --images 01,08 --seconds 30
 
 A 10 ms QTimer records the gap between its ticks while a run trains on a Set12
 image in a real napari viewer. The one-time creation of the output layer (napari
