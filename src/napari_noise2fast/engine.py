@@ -575,6 +575,14 @@ class PlaneRun(_Run):
         """Best single output so far (float32, input intensity scale)."""
         return self._to_intensity(self._current(lambda: self.model.preview()))
 
+    def method_output(self) -> np.ndarray | None:
+        """The method's own best single output so far (float32, input intensity scale), whatever the stage shows;
+        None before the method exists (a forward pass of the plane: for a viewer scoring it against a
+        reference while the preview is shown)."""
+        if self.model is None:
+            return None
+        return self._to_intensity(_as_numpy(self.model.preview()))
+
     def result(self) -> np.ndarray:
         """The result so far (float32, input intensity scale): the method's own output
         rule once it validates better than the preview stage, else the preview.

@@ -195,3 +195,33 @@ def test_a_menu_start_before_torch_has_loaded_waits_without_freezing_the_viewer(
     loading.set()
     qtbot.waitUntil(lambda: "cell [Noise2Fast]" in viewer.layers, timeout=TIMEOUT_MS)  # then it starts by itself
     qtbot.waitUntil(lambda: not docked.running, timeout=TIMEOUT_MS)
+
+
+def test_with_a_reference_the_network_s_curve_climbs_while_the_preview_is_shown(qtbot, viewer, docked, monkeypatch):
+    from napari_noise2fast.comparison import psnr_against
+    from napari_noise2fast.engine import PlaneRun
+    from napari_noise2fast.methods.noise2fast import Noise2Fast
+
+    monkeypatch.setattr(Noise2Fast, "invariant_psnr", lambda model: 1.0)  # the preview stays shown
+    scored = []  # the network's outputs the worker scored, in order
+    original = PlaneRun.method_output
+
+    def spy(run):
+        output = original(run)
+        scored.append(output.copy())
+        return output
+
+    monkeypatch.setattr(PlaneRun, "method_output", spy)
+    noisy = viewer.add_image(crop(noisy_cell(), 64), name="noisy cell")
+    clean = viewer.add_image(crop(clean_cell(), 64), name="clean cell")
+    docked.image.value = noisy
+    assert docked.reference.value is clean
+    seen = []  # (stage, the status's second line) at every event
+    worker = docked.start(noisy, settings={**QUICK, "max_steps": 60})
+    worker.yielded.connect(lambda item: seen.append((item[0].stage, docked.status.value.splitlines()[1])))
+    qtbot.waitUntil(lambda: not docked.running, timeout=TIMEOUT_MS)
+    assert all(stage == "preview" for stage, _ in seen[:-1])  # the last: stopped, the method's own rule
+    assert len(scored) >= 2  # the network scored against the reference while the preview was shown
+    expected = [psnr_against(clean.data, output) for output in scored]
+    assert docked._curve[:len(scored)] == pytest.approx(expected, abs=1e-6)  # its points, in order
+    assert any("so far" in line and "against the reference" in line for _, line in seen[:-1])

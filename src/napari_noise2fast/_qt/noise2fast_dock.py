@@ -59,23 +59,30 @@ def psnr_of(reference: np.ndarray, output: np.ndarray) -> float:
     return psnr_against(reference, output)
 
 
-def scored(items, reference: np.ndarray | None, plane_location):
+def scored(items, reference: np.ndarray | None, plane_location, method_output=None):
     """The worker's body: the job's throttled events, each with the PSNR of its shown output against the
-    ``reference`` (None without one or without a shown output); computed here, in the worker thread."""
+    ``reference`` (None without one or without a shown output); computed here, in the worker thread. While the
+    preview is shown, a validation event's score is instead that of the method's own output
+    (``method_output()``, None where it cannot tell), so its curve climbs toward the preview's line."""
     from napari_noise2fast.engine import throttle
 
-    return (yield from _scored(throttle(items, UPDATE_SECONDS), reference, plane_location))
+    return (yield from _scored(throttle(items, UPDATE_SECONDS), reference, plane_location, method_output))
 
 
-def _scored(throttled, reference, plane_location):
+def _scored(throttled, reference, plane_location, method_output=None):
     while True:
         try:
             event, show = next(throttled)
         except StopIteration as finished:
             return finished.value
-        score = None
-        if reference is not None and show:
-            score = psnr_of(reference[plane_location(event.plane)], event.output)
+        score = output = None
+        if reference is not None and event.stage == "preview" and event.step > 0:  # training, the preview shown
+            if math.isfinite(event.val_psnr) and method_output is not None:  # a validation: the method's score
+                output = method_output()
+        elif reference is not None and show:
+            output = event.output
+        if output is not None:
+            score = psnr_of(reference[plane_location(event.plane)], output)
         yield event, show, score
 
 
@@ -243,7 +250,8 @@ class Noise2FastWidget(WorkerDock):
         self._progress = progress(total=self.job.n_planes if self.job.n_planes > 1 else 0,
                                   desc=f"Noise2Fast on {layer.name}")
         self.limit_threads(self.job.device)
-        self.start_worker(scored, self.job, self._reference, self.job.plane_location, on_item=self._on_event)
+        self.start_worker(scored, self.job, self._reference, self.job.plane_location,
+                          None if self._live else self._method_output, on_item=self._on_event)
         self.start_button.enabled = False
         self.stop_button.enabled = True
         self.status.value = f"Starting on {layer.name}: {self.job.n_planes} plane(s), device {self.job.device}..."
@@ -298,10 +306,17 @@ class Noise2FastWidget(WorkerDock):
             if event.stage == "preview" and event.step == 0:
                 self._scores["preview"] = score
                 self.plot.level("preview", score, theme.secondary.as_hex(), label=self.preview_name(event))
-            elif event.stage != "preview":
+            else:  # the method's output: shown, or (while the preview is) its own score at a validation
                 self._add_point(event.step, score)
         self.status.value = self._describe(event)
         self._advance(event)
+
+    def _method_output(self):
+        """The method's own best output of the plane in training (the worker thread calls this, between two of
+        the job's events); None where the run is not a single plane's or has no model yet."""
+        current = self.job.current if self.job is not None else None
+        output = getattr(current, "method_output", None)
+        return output() if output is not None else None
 
     def _add_point(self, step: int, value: float) -> None:
         self._steps.append(step)
@@ -369,7 +384,7 @@ class Noise2FastWidget(WorkerDock):
             shown = event.preview_val_psnr if event.stage == "preview" else event.best_val_psnr
             value = f"validation {shown:.2f} dB" if math.isfinite(shown) else "not validated yet"
         second = f"Shown: {stage} ({value})"
-        if event.stage == "preview" and self._curve and self._reference is None:
+        if event.stage == "preview" and self._curve:
             second += f"; {name} so far {max(self._curve):.2f} dB"
             if self._held_out:  # its plain score passed the preview's: the held-out check decides
                 second += f", held out {self._held_out[-1][1]:.2f} dB at step {self._held_out[-1][0]}"
