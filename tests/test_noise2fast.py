@@ -443,3 +443,18 @@ def test_raw_start_shows_the_training_network_until_its_average_catches_up_and_c
     assert leading == [True] * 5 + [False] * 3  # shown while it led; at 20 dB each, the average's
     assert mse_to_psnr(model.best_mse) == pytest.approx(22, abs=1e-4)  # patience and the result: the average's
     assert not Noise2Fast(noisy, rng=np.random.default_rng(0), level=1 / 255, preset="reference").racing
+
+
+def test_a_run_capped_while_the_training_network_leads_returns_its_average_s_best():
+    from napari_noise2fast.engine import PlaneRun
+
+    image = torch.rand(64, 72, generator=torch.Generator().manual_seed(0)).numpy()
+    run = PlaneRun(image, Noise2Fast, seed=0, max_steps=12, preview=False, budget=512, crop=16, validation=1024,
+                   validate_every=2, window=5, raw_start=True, precision="float32")
+    events = list(run)
+    model = run.model
+    assert events[-1].done and run.stop_reason == "max_steps" and model.stop_reason == "max_steps"
+    assert model.lead is not None and model.lead[0] < model.best_mse  # the training network validated better
+    assert not model._leading()  # but the capped run's result is the average's best, as a run that stopped
+    assert model._shown_state() is model.best_state
+    assert model.result_val_psnr() == pytest.approx(-10 * np.log10(model.best_mse))

@@ -237,6 +237,17 @@ class Method(ABC):
         its own noisy value), where the method can compute it; None: its validation PSNR stands."""
         return None
 
+    def result_val_psnr(self) -> float | None:
+        """The validation PSNR of what :meth:`result` returns, where it is not simply the best seen (Noise2Fast
+        with ``raw_start``: the best was the training network's, the result is its average's); None: the
+        best seen."""
+        return None
+
+    def finish(self, reason: str) -> None:
+        """The engine stopped the method (``reason``: ``"max_steps"``); a method whose result depends on
+        whether it has stopped sets its ``stop_reason`` here."""
+        return None  # most methods' results do not depend on it
+
     def predict_plane(self, plane: torch.Tensor) -> torch.Tensor:
         """A normalised plane (1, 1, H, W) denoised by the best model so far (H, W); methods that
         ``trains_on_stacks`` only."""
@@ -417,7 +428,9 @@ class PlaneRun(_Run):
         if self._preview is None:
             return self.method_cls.name
         if self.stop_reason not in (None, "cancelled"):
-            return PREVIEW if self.best_val_psnr <= self._preview_psnr else self.method_cls.name
+            kept = self.model.result_val_psnr() if self.model is not None else None
+            kept = self.best_val_psnr if kept is None else kept
+            return PREVIEW if kept <= self._preview_psnr else self.method_cls.name
         return self.method_cls.name if self._method_shown else PREVIEW
 
     def _check_stage(self, val_psnr: float) -> float:
@@ -517,6 +530,7 @@ class PlaneRun(_Run):
                     self.stop_reason = self.model.stop_reason
                 elif self.max_steps is not None and self.step >= self.max_steps:
                     self.stop_reason = "max_steps"
+                    self.model.finish(self.stop_reason)
                 # a finished run's stage is the method's own rule: no check then
                 heldout = self._check_stage(val_psnr) if self.stop_reason is None else math.nan
                 if self.stop_reason is not None:
@@ -696,6 +710,7 @@ class RecordingRun(_Run):
                     self.stop_reason = self.model.stop_reason
                 elif self.max_steps is not None and self.step >= self.max_steps:
                     self.stop_reason = "max_steps"
+                    self.model.finish(self.stop_reason)
                 if self.stop_reason is None:
                     wanted = self.output_every is not None and self.step % self.output_every == 0
                     viewed = self.view_every is not None and self.step % self.view_every == 0

@@ -728,6 +728,16 @@ class Noise2Fast(Method):
         training network's best validated better on the fish 512x512 mosaic but was 0.22 dB worse)."""
         return self.lead is not None and self.lead[0] < self.best_mse and self.stop_reason is None
 
+    def result_val_psnr(self) -> float | None:
+        """The best validation PSNR of the weights the result comes from (the average's: never the lead's once
+        stopped); None where none is known (before a validation, or weights loaded from a store)."""
+        return -10.0 * math.log10(self.best_mse) if 0 < self.best_mse < math.inf else None
+
+    def finish(self, reason: str) -> None:
+        """Stopped by the engine (``max_steps``): the result is the average's best, as when stopped by itself."""
+        if self.stop_reason is None:
+            self.stop_reason = reason
+
     def invariant_psnr(self, phases=INVARIANT_PHASES) -> float | None:
         """The J-invariant validation PSNR of the network shown, comparable with the preview's (see
         :mod:`napari_noise2fast.preview`): each pixel predicted with itself replaced by the mean of its four
