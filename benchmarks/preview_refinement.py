@@ -10,22 +10,10 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-import tifffile
-from skimage.io import imread
 from skimage.metrics import peak_signal_noise_ratio
 
 from napari_noise2fast.preview import calibrated_gaussian, refined_preview
-from napari_noise2fast.samples import clean_cell, noisy_cell
-from run_benchmark import DEFAULT_DATA, expand, image_paths
-
-
-def load(data: Path, name: str) -> tuple[np.ndarray, np.ndarray, float]:
-    if name == "sample":
-        clean = clean_cell()
-        return noisy_cell(), clean, float(np.ptp(clean))
-    noisy_path, clean_path = image_paths(data, name)
-    clean = imread(clean_path) if clean_path.suffix == ".png" else tifffile.imread(clean_path)
-    return tifffile.imread(noisy_path), clean, 255.0
+from run_benchmark import DEFAULT_DATA, expand, load_with_range
 
 
 def main() -> None:
@@ -37,7 +25,7 @@ def main() -> None:
     print("| image | Gaussian PSNR | total variation PSNR | true gain dB | J-invariant gain dB |")
     print("|---|---|---|---|---|")
     for name in names:
-        noisy, clean, span = load(args.data, name)
+        noisy, clean, span = load_with_range(args.data, name)
         low, high = float(noisy.min()), float(noisy.max())
         plane = ((noisy - low) / (high - low)).astype(np.float32)
         gaussian, _, sigma = calibrated_gaussian(plane)

@@ -57,6 +57,19 @@ def image_paths(data: Path, name: str) -> tuple[Path, Path]:
     return data / "set12" / "noisy_sigma25" / f"{name}.tif", data / "set12" / "clean" / f"{name}.png"
 
 
+def load_with_range(data: Path, name: str) -> tuple[np.ndarray, np.ndarray, float]:
+    """(noisy, clean, data range for PSNR) of a benchmark image (255) or of the bundled sample, ``"sample"``
+    (the clean cell's own range, as side_by_side.py and the README score it)."""
+    if name == "sample":
+        from napari_noise2fast.samples import clean_cell, noisy_cell
+
+        clean = clean_cell()
+        return noisy_cell(), clean, float(np.ptp(clean))
+    noisy_path, clean_path = image_paths(data, name)
+    clean = imread(clean_path) if clean_path.suffix == ".png" else tifffile.imread(clean_path)
+    return tifffile.imread(noisy_path), clean, 255.0
+
+
 def expand(names: str) -> list[str]:
     groups = {"set12": SET12, "confocal": CONFOCAL, "all": SET12 + CONFOCAL}
     out: list[str] = []

@@ -48,20 +48,12 @@ torch.set_num_threads({threads})
 from pathlib import Path
 from napari_noise2fast import iter_denoise
 from napari_noise2fast.methods.noise2fast import Noise2Fast
-from run_benchmark import image_paths, psnr_ssim
-import tifffile
-from skimage.io import imread
+from run_benchmark import load_with_range
+from skimage.metrics import peak_signal_noise_ratio
 image, variant = {image!r}, {variant!r}
-if image == "sample":  # scored on the clean cell's own range, as side_by_side.py and the README
-    from napari_noise2fast.samples import clean_cell, noisy_cell
-    from skimage.metrics import peak_signal_noise_ratio
-    noisy, clean = noisy_cell(), clean_cell()
-    span = float(clean.max() - clean.min())
-    psnr_ssim = lambda clean, out: (peak_signal_noise_ratio(clean, out.astype(np.float64), data_range=span), 0.0)
-else:
-    noisy_path, clean_path = image_paths(Path({data!r}), image)
-    noisy = tifffile.imread(noisy_path)
-    clean = imread(clean_path) if clean_path.suffix == ".png" else tifffile.imread(clean_path)
+noisy, clean, span = load_with_range(Path({data!r}), image)
+def psnr(output):
+    return peak_signal_noise_ratio(clean.astype(np.float64), output.astype(np.float64), data_range=span)
 checks = []
 check = Noise2Fast.invariant_psnr
 def timed(model, *args, **kwargs):
@@ -77,16 +69,16 @@ for event in job:
     if job.current is not None and job.current.model is not None:
         model = job.current.model
     if event.step == 0 and event.output is not None:  # the Gaussian, then total variation where better
-        preview = psnr_ssim(clean, event.output)[0]
+        preview = psnr(event.output)
     if shown is None and event.stage != "preview":
         output = event.output if event.output is not None else job.current.preview()
-        shown = (event.step, time.perf_counter() - start, psnr_ssim(clean, output)[0])
+        shown = (event.step, time.perf_counter() - start, psnr(output))
     steps = event.step
 seconds = time.perf_counter() - start
 print(json.dumps({{"preview_psnr": f"{{preview:.2f}}", "shown_step": shown[0] if shown else "",
                   "shown_s": f"{{shown[1]:.1f}}" if shown else "", "shown_psnr": f"{{shown[2]:.2f}}" if shown else "",
                   "checks": len(checks), "check_s": f"{{sum(checks):.1f}}", "seconds": f"{{seconds:.1f}}",
-                  "steps": steps, "psnr": f"{{psnr_ssim(clean, job.result())[0]:.2f}}",
+                  "steps": steps, "psnr": f"{{psnr(job.result()):.2f}}",
                   "precision": str(model.compute_dtype).replace("torch.", "")}}))
 '''
 

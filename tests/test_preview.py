@@ -101,3 +101,29 @@ def test_the_method_replaces_the_preview_only_once_its_held_out_score_beats_it(m
     shown = events.index(checked[-1])
     assert all(e.stage == "preview" for e in events[:shown]) and events[shown].stage == "noise2fast"
     assert all(e.stage == "noise2fast" for e in events[shown:])
+
+
+def test_in_bounded_mode_the_held_out_check_is_scikit_images_on_the_validation_tiles():
+    import torch
+    from skimage.restoration import denoise_invariant
+
+    from napari_noise2fast.methods.noise2fast import Noise2Fast
+
+    noisy = torch.rand(1, 1, 96, 80, generator=torch.Generator().manual_seed(0))
+    model = Noise2Fast(noisy, rng=np.random.default_rng(0), level=1 / 255, precision="float32", budget=512, crop=16,
+                       validation=3 * 32 * 32, validate_every=1)
+    for _ in range(3):
+        model.step()
+    network = model._best_network()
+
+    def denoiser(image):
+        with torch.inference_mode():
+            return torch.sigmoid(network(torch.from_numpy(image)[None, None])).numpy()[0, 0]
+
+    plane = noisy.numpy()[0, 0]
+    error = denoise_invariant(plane, denoiser) - plane
+    tiles = np.concatenate([error[top:bottom, left:right].ravel() for _, (top, left, bottom, right)
+                            in model.validation_set])
+    assert model.bounded
+    assert model.invariant_psnr(phases=None) == pytest.approx(-10 * np.log10(np.mean(tiles.astype(np.float64) ** 2)),
+                                                              abs=1e-4)

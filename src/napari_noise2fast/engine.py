@@ -334,6 +334,20 @@ class _Run:
     def elapsed(self) -> float:
         return 0.0 if self._started is None else time.perf_counter() - self._started
 
+    def _check_stop(self) -> None:
+        """After a step: the method's own stop, else ``max_steps`` (the method is told, see
+        :meth:`Method.finish`)."""
+        if self.model.stop_reason is not None:
+            self.stop_reason = self.model.stop_reason
+        elif self.max_steps is not None and self.step >= self.max_steps:
+            self.stop_reason = "max_steps"
+            self.model.finish(self.stop_reason)
+
+    def method_output(self) -> np.ndarray | None:
+        """The method's own best output of a single plane, whatever the run shows; None where there is none
+        (see :meth:`PlaneRun.method_output`)."""
+        return None
+
 
 class PlaneRun(_Run):
     """Train ``method`` on one 2D plane, as an iterator of :class:`Event`.
@@ -526,11 +540,7 @@ class PlaneRun(_Run):
                 self.step += 1
                 if val_psnr > self.best_val_psnr:
                     self.best_val_psnr = val_psnr
-                if self.model.stop_reason is not None:
-                    self.stop_reason = self.model.stop_reason
-                elif self.max_steps is not None and self.step >= self.max_steps:
-                    self.stop_reason = "max_steps"
-                    self.model.finish(self.stop_reason)
+                self._check_stop()
                 # a finished run's stage is the method's own rule: no check then
                 heldout = self._check_stage(val_psnr) if self.stop_reason is None else math.nan
                 if self.stop_reason is not None:
@@ -706,11 +716,7 @@ class RecordingRun(_Run):
                 self.step += 1
                 self.best_val_psnr = max(self.best_val_psnr, val_psnr) if not math.isnan(val_psnr) \
                     else self.best_val_psnr
-                if self.model.stop_reason is not None:
-                    self.stop_reason = self.model.stop_reason
-                elif self.max_steps is not None and self.step >= self.max_steps:
-                    self.stop_reason = "max_steps"
-                    self.model.finish(self.stop_reason)
+                self._check_stop()
                 if self.stop_reason is None:
                     wanted = self.output_every is not None and self.step % self.output_every == 0
                     viewed = self.view_every is not None and self.step % self.view_every == 0

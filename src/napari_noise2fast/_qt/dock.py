@@ -231,20 +231,19 @@ class ThemedPlot:
 
     def curve(self, name: str, colour: str, legend: bool = True) -> pg.PlotDataItem:
         """The curve ``name`` (made on first use)."""
-        if name not in self.curves:
-            self.curves[name] = self.item.plot([], [], pen=pg.mkPen(colour, width=2))
-            if legend:
-                self.legend.addItem(self.curves[name], name)
-                self._place_legend()
-        return self.curves[name]
+        return self._item(name, legend, pen=pg.mkPen(colour, width=2))
 
     def points(self, name: str, colour: str) -> pg.PlotDataItem:
         """The unjoined points ``name`` (made on first use, in the legend)."""
+        return self._item(name, True, pen=None, symbol="x", symbolSize=8, symbolPen=pg.mkPen(colour, width=2),
+                          symbolBrush=None)
+
+    def _item(self, name: str, legend: bool, **style) -> pg.PlotDataItem:
         if name not in self.curves:
-            self.curves[name] = self.item.plot([], [], pen=None, symbol="x", symbolSize=8,
-                                               symbolPen=pg.mkPen(colour, width=2), symbolBrush=None)
-            self.legend.addItem(self.curves[name], name)
-            self._place_legend()
+            self.curves[name] = self.item.plot([], [], **style)
+            if legend:
+                self.legend.addItem(self.curves[name], name)
+                self._place_legend()
         return self.curves[name]
 
     def remove(self, name: str) -> None:
@@ -367,18 +366,26 @@ class WorkerDock(Container):
         Torch's first imports are not safe from two threads at once (seen: ``torch.ops.prims`` half-built when
         a run started while the warm-up ran), so :meth:`wait_warm` makes a run wait for it."""
         start_warm_up()
+
+        def ready() -> None:
+            if _WARM_DEVICES:
+                on_ready(list(_WARM_DEVICES))
+
+        self._warming = self._when_warm(ready)
+
+    def _when_warm(self, then) -> QTimer:
+        """Call ``then()`` on the GUI thread once the warm-up has run (polled by a timer the dock owns)."""
         timer = QTimer(self.native)
-        timer.setInterval(100)
+        timer.setInterval(50)
 
         def poll() -> None:
             if _WARM.is_set():
                 timer.stop()
-                if _WARM_DEVICES:
-                    on_ready(list(_WARM_DEVICES))
+                then()
 
         timer.timeout.connect(poll)
         timer.start()
-        self._warming = timer
+        return timer
 
     def start_when_warm(self, *args, **kwargs):
         """:meth:`start` now where torch is loaded, else once the background warm-up has loaded it, the viewer
@@ -387,17 +394,7 @@ class WorkerDock(Container):
         if _WARM.is_set() or not _WARM_THREAD:
             return self.start(*args, **kwargs)
         self.status.value = "Loading torch (the first run of this napari session starts in a moment)"
-        timer = QTimer(self.native)
-        timer.setInterval(50)
-
-        def poll() -> None:
-            if _WARM.is_set():
-                timer.stop()
-                self.start(*args, **kwargs)
-
-        timer.timeout.connect(poll)
-        timer.start()
-        self._deferred = timer
+        self._deferred = self._when_warm(lambda: self.start(*args, **kwargs))
         return None
 
     @staticmethod

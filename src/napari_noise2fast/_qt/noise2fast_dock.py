@@ -315,8 +315,7 @@ class Noise2FastWidget(WorkerDock):
         """The method's own best output of the plane in training (the worker thread calls this, between two of
         the job's events); None where the run is not a single plane's or has no model yet."""
         current = self.job.current if self.job is not None else None
-        output = getattr(current, "method_output", None)
-        return output() if output is not None else None
+        return None if current is None else current.method_output()
 
     def _add_point(self, step: int, value: float) -> None:
         self._steps.append(step)

@@ -21,8 +21,9 @@ from torch import nn
 
 from napari_noise2fast.checks import check_settings
 from napari_noise2fast.devices import fast_layout
-from napari_noise2fast.engine import Countdown, Method, downsample, seeded_module
+from napari_noise2fast.engine import Countdown, Method, downsample, mse_to_psnr, seeded_module
 from napari_noise2fast.methods._torch import PRECISIONS, autocast, compute_dtype
+from napari_noise2fast.methods.noise2self import GRID, grid_mask, interpolate_masked
 from napari_noise2fast.tiling import predict_in_tiles, tiles, with_margin
 
 # Bounded training (issue 19; benchmarks/RESULTS.md, "Large planes"): where a half-plane holds more than
@@ -90,9 +91,9 @@ PRESETS: dict[str, dict] = {
 AVERAGES = ("outputs", "weights")
 SAMPLINGS = ("tiles", "random")
 RECEPTIVE_RADIUS = 8  # eight 3x3 convolutions: an output pixel sees 8 pixels on each side
-INVARIANT_STRIDE = 4  # the J-invariant check's grid of masks (scikit-image's default, as the preview's)
-# the check's passes: 4 of the grid's 16 phases, one in each row and column of it, so a quarter of the pixels
-# spread evenly (each pass is a forward over the validation pixels: the 16 took 6.4 s at 512x512 on one thread)
+# the J-invariant check's passes: 4 of the 16 phases of Noise2Self's 4x4 grid of masks (scikit-image's stride, as
+# the preview's), one in each row and column of it, so a quarter of the pixels spread evenly (each pass is a
+# forward over the validation pixels: the 16 took 6.4 s at 512x512 on one thread)
 INVARIANT_PHASES = ((0, 0), (1, 2), (2, 1), (3, 3))
 FLAT_PIXELS = 25
 
@@ -731,7 +732,7 @@ class Noise2Fast(Method):
     def result_val_psnr(self) -> float | None:
         """The best validation PSNR of the weights the result comes from (the average's: never the lead's once
         stopped); None where none is known (before a validation, or weights loaded from a store)."""
-        return -10.0 * math.log10(self.best_mse) if 0 < self.best_mse < math.inf else None
+        return mse_to_psnr(self.best_mse) if 0 < self.best_mse < math.inf else None
 
     def finish(self, reason: str) -> None:
         """Stopped by the engine (``max_steps``): the result is the average's best, as when stopped by itself."""
@@ -741,7 +742,8 @@ class Noise2Fast(Method):
     def invariant_psnr(self, phases=INVARIANT_PHASES) -> float | None:
         """The J-invariant validation PSNR of the network shown, comparable with the preview's (see
         :mod:`napari_noise2fast.preview`): each pixel predicted with itself replaced by the mean of its four
-        neighbours, one pass per mask of a grid of ``INVARIANT_STRIDE``, as scikit-image's ``denoise_invariant``
+        neighbours, one pass per mask of Noise2Self's 4x4 grid (:func:`~.noise2self.grid_mask`, in the plane's
+        coordinates), as scikit-image's ``denoise_invariant``
         does; on the whole plane, or in bounded mode on the validation tiles (each with its receptive field of
         context). ``phases``: the grid's (row, column) phases scored (None: all, scikit-image's exactly; the
         default: 4 of 16, a quarter of the pixels, an estimate at a quarter of the cost). None before any
@@ -755,30 +757,27 @@ class Noise2Fast(Method):
             return None
         network = self._best_network()
         if phases is None:
-            phases = [(y, x) for y in range(INVARIANT_STRIDE) for x in range(INVARIANT_STRIDE)]
+            phases = list(itertools.product(range(GRID), repeat=2))
         key = (self._best[0], tuple(phases))
         if self._invariant[0] == key:  # the same network: the same score
             return self._invariant[1]
         regions = self.validation_set if self.bounded else [(0, (0, 0, *self.noisy.shape[-2:]))]
         shape = tuple(self.noisy.shape[-2:])
-        kernel = torch.tensor([[0.0, 0.25, 0.0], [0.25, 0.0, 0.25], [0.0, 0.25, 0.0]], device=self.noisy.device)
         total, count = 0.0, 0
         forward = self._forward(network)
         with torch.inference_mode(), self._autocast():
             for index, (top, left, bottom, right) in regions:
                 (rows, cols), inner = with_margin((top, left, bottom, right), shape, RECEPTIVE_RADIUS + 1)
                 cut = self.noisy[index:index + 1, :, rows, cols].float()
-                interpolated = F.conv2d(F.pad(cut, (1, 1, 1, 1), mode="reflect"), kernel[None, None])
-                ys = torch.arange(rows.start, rows.stop, device=cut.device)[:, None] % INVARIANT_STRIDE
-                xs = torch.arange(cols.start, cols.stop, device=cut.device)[None, :] % INVARIANT_STRIDE
-                for phase_y, phase_x in phases:
-                    mask = (ys == phase_y) & (xs == phase_x)
-                    masked = torch.where(mask, interpolated, cut).contiguous(memory_format=self.memory_format)
+                for phase_y, phase_x in phases:  # the grid's phase in the plane, not in the cut
+                    phase = (phase_y - rows.start) % GRID * GRID + (phase_x - cols.start) % GRID
+                    mask = grid_mask(tuple(cut.shape[-2:]), phase, cut.device)
+                    masked = interpolate_masked(cut, mask).contiguous(memory_format=self.memory_format)
                     output = torch.sigmoid(forward(masked).float())
-                    error = (output - cut)[0, 0][inner][mask[inner]]
+                    error = (output - cut)[0, 0][inner][mask[0, 0][inner].bool()]
                     total += float(torch.sum(error**2))
                     count += error.numel()
-        self._invariant = (key, -10.0 * math.log10(total / count) if total > 0 else math.inf)
+        self._invariant = (key, mse_to_psnr(total / count))
         return self._invariant[1]
 
     def _shown_state(self) -> dict[str, torch.Tensor] | None:
