@@ -48,6 +48,19 @@ def test_preview_can_be_turned_off(set12_05_crop):
     assert [(e.step, e.stage) for e in events] == [(1, "noise2fast"), (2, "noise2fast")]
 
 
+def shown_network(model):
+    """The network a Noise2Fast model shows, as a function of a 2D float32 array (scikit-image's denoiser)."""
+    import torch
+
+    network = model._best_network()
+
+    def denoiser(image):
+        with torch.inference_mode():
+            return torch.sigmoid(network(torch.from_numpy(image)[None, None])).numpy()[0, 0]
+
+    return denoiser
+
+
 def test_the_held_out_check_is_scikit_images_j_invariant_loss_of_the_network_shown():
     import torch
     from skimage.restoration import denoise_invariant
@@ -59,12 +72,7 @@ def test_the_held_out_check_is_scikit_images_j_invariant_loss_of_the_network_sho
     assert model.invariant_psnr() is None  # nothing validated yet
     for _ in range(3):
         model.step()
-    network = model._best_network()
-
-    def denoiser(image):
-        with torch.inference_mode():
-            return torch.sigmoid(network(torch.from_numpy(image)[None, None])).numpy()[0, 0]
-
+    denoiser = shown_network(model)
     held_out = denoise_invariant(noisy.numpy()[0, 0], denoiser)
     expected = peak_signal_noise_ratio(noisy.numpy()[0, 0], held_out, data_range=1.0)
     assert model.invariant_psnr(phases=None) == pytest.approx(expected, abs=1e-4)
@@ -114,12 +122,7 @@ def test_in_bounded_mode_the_held_out_check_is_scikit_images_on_the_validation_t
                        validation=3 * 32 * 32, validate_every=1)
     for _ in range(3):
         model.step()
-    network = model._best_network()
-
-    def denoiser(image):
-        with torch.inference_mode():
-            return torch.sigmoid(network(torch.from_numpy(image)[None, None])).numpy()[0, 0]
-
+    denoiser = shown_network(model)
     plane = noisy.numpy()[0, 0]
     error = denoise_invariant(plane, denoiser) - plane
     tiles = np.concatenate([error[top:bottom, left:right].ravel() for _, (top, left, bottom, right)
