@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from napari_noise2fast.engine import to_end
 from napari_noise2fast.methods._torch import autocast
 from napari_noise2fast.methods.noise2fast import Noise2Fast
 
@@ -80,7 +81,7 @@ def profile(method: Noise2Fast, repeats: int) -> list[tuple[str, float, int]]:
             method._update_average()
 
     def validate():
-        method._validate()
+        to_end(method._validate())
 
     def to_numpy():
         method.best_output.detach().to("cpu", torch.float64).numpy()

@@ -139,3 +139,20 @@ def test_ome_zarr_in_ome_zarr_out_and_a_rerun_goes_on(tmp_path, capsys):
     np.testing.assert_array_equal(np.asarray(group[multiscales["datasets"][0]["path"]][:]), first)
     assert main([str(tmp_path / "movie.ome.zarr"), "-o", str(tmp_path / "movie.ome.zarr"), "--overwrite", "-q"]) == 1
     np.testing.assert_array_equal(np.asarray(source[:]), image)  # the input store is never written
+
+
+def test_the_step_bar_counts_steps_not_the_events_of_steps_in_slices(images, monkeypatch):
+    from napari_noise2fast import cli, engine
+
+    monkeypatch.setattr(engine, "SLICE_SECONDS", 0.0)  # an event after every part of a step
+    bars = []
+
+    class Bar(cli.tqdm):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            bars.append(self)
+
+    monkeypatch.setattr(cli, "tqdm", Bar)
+    folder, _, _ = images
+    assert main([str(folder / "a.tif"), "--max-steps", "4", "--seed", "0", "--device", "cpu"]) == 0
+    assert [(bar.n, bar.total) for bar in bars] == [(4, 4)]

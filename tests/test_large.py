@@ -13,8 +13,8 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from napari_noise2fast import compare, denoise, iter_denoise, preview, tiling
-from napari_noise2fast.engine import PlaneRun, mse_to_psnr, seeded_module
+from napari_noise2fast import compare, denoise, engine, iter_denoise, preview, tiling
+from napari_noise2fast.engine import PART, PlaneRun, mse_to_psnr, seeded_module
 from napari_noise2fast.methods import calibrated, get_method
 from napari_noise2fast.methods import noise2fast as n2f
 from napari_noise2fast.methods.noise2fast import Noise2Fast, chequerboard_pairs, pair_crops, validation_tiles
@@ -411,3 +411,52 @@ def test_the_invariant_loss_on_the_whole_plane_is_the_calibration_loss():
     assert invariant_loss(plane, sigma, [(0, 0, 96, 80)]) == pytest.approx(exact, rel=1e-9)
     halves = [(0, 0, 48, 80), (48, 0, 96, 80)]  # boxes cut with real surroundings: the same pixels, the same loss
     assert invariant_loss(plane, sigma, halves) == pytest.approx(exact, rel=0.02)
+
+
+def test_a_step_in_slices_computes_what_one_call_does():
+    """A large step hands back between its parts (issue 19, item 5: events every 2 s on slow devices); where
+    the parts fall does not change what is computed."""
+    settings = dict(budget=1024, crop=16, validation=2 * 32 * 32, validate_every=2, sampling="random", context=False,
+                    raw_start=True)
+    whole, sliced = method((64, 70), **settings), method((64, 70), **settings)
+    assert whole.bounded and len(whole.training_batch()[0][0]) == 4  # crops of a step: two parts of PART_CROPS
+    whole, sliced = method((64, 70), **settings), method((64, 70), **settings)  # the draw above used the rng
+    sliced.slice_seconds = 0.0  # hand back after every part
+    parts = []
+    for _ in range(6):
+        expected = whole.step()
+        handed_back = 0
+        while (got := sliced.step()) is PART:
+            handed_back += 1
+        parts.append(handed_back)
+        assert got == expected
+    # 2 backward passes; at a validation (every 2nd step) the average's tiles and, while racing, the network's
+    assert parts[0] == 2 and parts[1] > 2
+    for mine, theirs in zip(whole.network.state_dict().values(), sliced.network.state_dict().values(), strict=True):
+        assert torch.equal(mine, theirs)
+    assert sliced.invariant_psnr() is PART  # 4 passes over the validation tiles, a part each
+    assert sliced.invariant_psnr() is PART
+    sliced.slice_seconds = None
+    assert sliced.invariant_psnr() == whole.invariant_psnr()
+
+
+def test_the_engine_stays_live_in_slices_and_computes_the_same(monkeypatch):
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:96, :96]
+    noisy = (0.5 + 0.3 * np.sin(xx / 9.0) * np.cos(yy / 13.0) + rng.normal(0, 0.3, (96, 96))).astype(np.float32)
+    runs = {}
+    for seconds in (None, 0.0):  # None: every step and check in one call; 0: an event after every part
+        monkeypatch.setattr(engine, "SLICE_SECONDS", seconds)
+        run = PlaneRun(noisy, Noise2Fast, seed=0, max_steps=160, validate_every=2)  # checks at 132, 152
+        runs[seconds] = (list(run), run.result())
+    (whole, whole_result), (sliced, sliced_result) = runs[None], runs[0.0]
+    partial = [e for e in sliced if e.partial]
+    assert not any(e.partial for e in whole) and len(partial) >= 160
+    assert all(e.output is None and e.view is None and np.isnan(e.val_psnr) and not e.done for e in partial)
+    finished = [e for e in sliced if not e.partial]
+    assert [(e.step, e.stage, e.val_psnr, e.heldout_psnr) for e in finished] == \
+        [(e.step, e.stage, e.val_psnr, e.heldout_psnr) for e in whole]
+    assert sum(np.isfinite(e.heldout_psnr) for e in finished) >= 1  # a held-out check ran, in parts too
+    steps = [e.step for e in sliced]
+    assert steps == sorted(steps)  # a partial event carries the last finished step
+    np.testing.assert_array_equal(sliced_result, whole_result)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -21,6 +22,7 @@ from napari_noise2fast.engine import Event, PlaneRun, RecordingRun, recording_sa
 from napari_noise2fast.intensity import IntensityMap, cast, float_max, integer_bounds
 from napari_noise2fast.lazy import Planes, is_lazy, is_zarr_path, open_zarr
 from napari_noise2fast.methods import get_method
+from napari_noise2fast.models import MODEL_USES, SavedModel, load_model, save_model
 from napari_noise2fast.output import Output
 
 MIN_PLANE_SIZE = 8
@@ -121,7 +123,7 @@ class DenoiseJob:
 
     def __init__(self, image: np.ndarray, layout: tuple[int, int, int | None], out_dtype: np.dtype,
                  method: str, seeds: list[int | None], run_kwargs: dict, value_range: tuple | None = None,
-                 stack: str = "warm", out=None):
+                 stack: str = "warm", loaded: tuple[SavedModel, str] | None = None, out=None):
         y, x, c = layout
         self._planes = Planes(image, layout)  # read one at a time where the input is lazy
         leading = self._planes.leading
@@ -148,6 +150,11 @@ class DenoiseJob:
         self._seeds = seeds
         self._run_kwargs = run_kwargs
         self.stack = stack
+        # a model from a file (``model=``) and its use: ``"predict"`` (no training) or ``"warm"``
+        self._loaded, self._model_use = loaded if loaded is not None else (None, None)
+        # each channel group's trained model as training ends (the last plane's, planes trained one by one):
+        # (weights on the CPU, the (low, high) its planes were normalised from), for :meth:`save_model`
+        self._trained: dict[int, tuple[dict, tuple[float, float]]] = {}
         self.out_dtype = out_dtype
         self.current: PlaneRun | RecordingRun | None = None
         self.events: Iterator[Event] = self._counted(self._events())
@@ -175,21 +182,84 @@ class DenoiseJob:
         return self._run_kwargs["device"]
 
     def _events(self) -> Iterator[Event]:
+        if self._model_use == "predict":
+            for group, indices in enumerate(self._channel_groups()):  # every plane by the model of its channel
+                if all(self._done[indices]):
+                    yield from self._resumed(indices)
+                    continue
+                yield from self._recording_events(group, indices, self._sample(indices), trained=self._given(group))
+            return
         if self.stack != "recording":
             yield from self._plane_events(range(self.n_planes))
             return
-        shape = self._planes.shape[1:]
         for group, indices in enumerate(self._channel_groups()):  # one model per channel: channels differ
             if all(self._done[indices]):
                 yield from self._resumed(indices)
                 continue
             if len(indices) > 1:
-                sample = [indices[k] for k in recording_sample(len(indices), shape)]
-                planes = np.stack([self._planes[index] for index in sample])  # its first read of them
+                planes = self._sample(indices)  # its first read of them
                 if planes.min() != planes.max():
-                    yield from self._recording_events(group, indices, planes)
+                    yield from self._recording_events(group, indices, planes, warm=self._warm(group))
                     continue
             yield from self._plane_events(indices)
+
+    def _sample(self, indices: list[int]) -> np.ndarray:
+        """The planes a recording of ``indices`` trains on (:func:`~napari_noise2fast.engine.recording_sample`),
+        read."""
+        shape = self._planes.shape[1:]
+        return np.stack([self._planes[indices[k]] for k in recording_sample(len(indices), shape)])
+
+    def _given(self, group: int) -> dict | None:
+        """The weights of channel group ``group`` in the model given (``model=``; one model serves every
+        channel); None without one."""
+        if self._loaded is None:
+            return None
+        states = self._loaded.states
+        return states[group] if len(states) > 1 else states[0]
+
+    def _warm(self, group: int) -> dict | None:
+        """What the first plane (or the recording) of ``group`` starts from with ``model_use="warm"``: the
+        saved weights, for the network and its average (Adam starts afresh)."""
+        state = self._given(group) if self._model_use == "warm" else None
+        return None if state is None else {"best": state, "network": state, "optimizer": None}
+
+    def _group_of(self, index: int) -> int:
+        return 0 if self._channel is None else next(
+            group for group, indices in enumerate(self._channel_groups()) if index in indices)
+
+    @property
+    def has_model(self) -> bool:
+        """Whether :meth:`save_model` has a model to save (every channel's trained, or given)."""
+        return self._method.trains_on_stacks and len(self._trained) == len(self._channel_groups())
+
+    def save_model(self, path, overwrite: bool = False):
+        """Save the trained model to ``path`` (the name as given, no suffix added): the weights of each
+        channel's model (a recording's; planes trained one by one: the last plane's), the intensities they
+        were normalised from, the method and its settings, the versions (see :mod:`napari_noise2fast.models`).
+        Use it with ``denoise(..., model=path)``. ValueError before a model is trained (or where the method
+        keeps none: every method but Noise2Fast), for a channel with no model yet, or an existing file
+        without ``overwrite``. Returns the path."""
+        if not self._method.trains_on_stacks:
+            raise ValueError(f"{self._method.display_name} does not save trained models (Noise2Fast does)")
+        groups = len(self._channel_groups())
+        missing = [group for group in range(groups) if group not in self._trained]
+        if len(missing) == groups:
+            raise ValueError("no trained model to save yet: run the job first (at least one validation)")
+        if missing:
+            raise ValueError(f"channel(s) {missing} have no trained model yet: run the job to the end first")
+        settings = {k: v for k, v in self._run_kwargs.items()
+                    if k not in ("device", "max_steps", "output_every", "view_every", "preview")}
+        from napari_noise2fast import __version__
+
+        model = SavedModel(method=self._method.name, settings=self._method.check_params(**settings),
+                           states=[self._trained[group][0] for group in range(groups)],
+                           ranges=[self._trained[group][1] for group in range(groups)],
+                           package_version=__version__)
+        return save_model(path, model, overwrite=overwrite)
+
+    def _remember(self, index: int, state: dict | None, plane_map: IntensityMap) -> None:
+        if state is not None:
+            self._trained[self._group_of(index)] = (state, (float(plane_map.low), float(plane_map.high)))
 
     def _counted(self, events: Iterator[Event]) -> Iterator[Event]:
         """``events`` with the job's progress in planes: ``planes_done`` and the ``eta`` of the rest."""
@@ -220,7 +290,7 @@ class DenoiseJob:
 
     def _plane_events(self, indices) -> Iterator[Event]:
         """Plane after plane, each warm-started from the one before where the method can."""
-        warm = None
+        warm = self._warm(self._group_of(indices[0])) if len(indices) else None
         for index in indices:
             if self._done[index]:
                 yield from self._resumed([index])
@@ -233,6 +303,8 @@ class DenoiseJob:
             for event in self.current:
                 if event.done:
                     self._keep(index, self.current)
+                    if self.current.model is not None:
+                        self._remember(index, self.current.model.trained_state(), self.current.map)
                     warm = self.current.carry() or warm
                     if self._out is not None and warm is not None:
                         self._out.save_model("warm", warm)  # for a resumed run: the next plane starts here
@@ -246,18 +318,29 @@ class DenoiseJob:
         channel = np.unravel_index(np.arange(self.n_planes), self._moved_shape[:-2])[self._channel]
         return [np.flatnonzero(channel == k).tolist() for k in range(self._moved_shape[self._channel])]
 
-    def _recording_events(self, group: int, indices: list[int], sample: np.ndarray) -> Iterator[Event]:
+    def _recording_events(self, group: int, indices: list[int], sample: np.ndarray, trained: dict | None = None,
+                          warm: dict | None = None) -> Iterator[Event]:
         """One model for the planes ``indices`` (``stack="recording"``; channel ``group``), trained on
-        ``sample`` (their :func:`~napari_noise2fast.engine.recording_sample`, read), or with ``out`` of a
-        resumed run the model stored there: see :class:`~napari_noise2fast.engine.RecordingRun`."""
+        ``sample`` (their :func:`~napari_noise2fast.engine.recording_sample`, read; from ``warm``), or with
+        ``out`` of a resumed run the model stored there, or the ``trained`` weights given (``model=``):
+        see :class:`~napari_noise2fast.engine.RecordingRun`."""
         kwargs = {k: v for k, v in self._run_kwargs.items() if k != "preview"}
         out = self._out
+        stored = None if out is None else out.load_model(group)
+
+        def on_trained(state):
+            self._remember(indices[0], state, run.map)
+            if out is not None:
+                out.save_model(group, state)
+
         self.current = run = RecordingRun(
             self._planes, self._method, indices=indices, sample=sample, seed=self._seeds[indices[0]],
             is_integer=self._is_integer, keep=lambda index, normalised: self._store(index, normalised, run.map),
-            trained=None if out is None else out.load_model(group),
-            on_trained=None if out is None else (lambda state: out.save_model(group, state)),
+            trained=stored if stored is not None else trained, on_trained=on_trained, warm=warm,
+            reason="resumed" if stored is not None else "model",
             skip=[index for index in indices if self._done[index]], **kwargs)
+        if run.trained is not None:  # nothing to train: the model is already the one to save
+            self._remember(indices[0], run.trained, run.map)
         yield from run
         self.current = None
 
@@ -347,6 +430,8 @@ def iter_denoise(
     preview: bool = True,
     stack: str | None = None,
     out=None,
+    model=None,
+    model_use: str = "predict",
     **params,
 ) -> DenoiseJob:
     """Streaming form of :func:`denoise`: a job that yields :class:`~napari_noise2fast.engine.Event`.
@@ -371,8 +456,9 @@ def iter_denoise(
     """
     job_arguments = check_denoise(image, method, axes=axes, channel_axis=channel_axis, device=device, seed=seed,
                                   max_steps=max_steps, output_every=output_every, view_every=view_every,
-                                  dtype=dtype, preview=preview, stack=stack, out=out, **params)
-    low, high = job_arguments[-2] or (None, None)
+                                  dtype=dtype, preview=preview, stack=stack, out=out, model=model,
+                                  model_use=model_use, **params)
+    low, high = job_arguments[6] or (None, None)
     if low is not None and low == high:
         warnings.warn("image is constant; it is returned unchanged", UserWarning, stacklevel=2)
     return DenoiseJob(*job_arguments, out=out)
@@ -380,7 +466,7 @@ def iter_denoise(
 
 def check_denoise(image, method: str = "noise2fast", *, axes=None, channel_axis=None, device="auto", seed=None,
                   max_steps=None, output_every=None, view_every=None, dtype=None, preview=True, stack=None,
-                  out=None, **params) -> tuple:
+                  out=None, model=None, model_use="predict", **params) -> tuple:
     """Check every argument of :func:`iter_denoise` before any work; ValueError naming the first wrong one.
 
     Returns the arguments of the :class:`DenoiseJob` they make.
@@ -396,9 +482,20 @@ def check_denoise(image, method: str = "noise2fast", *, axes=None, channel_axis=
             f"each YX plane must be at least {MIN_PLANE_SIZE}x{MIN_PLANE_SIZE} pixels, "
             f"got {array.shape[y]}x{array.shape[x]} (check axes/channel_axis)"
         )
+    loaded = _load(model, model_use, method, array.shape[layout[2]] if layout[2] is not None else 1)
+    if loaded is not None:  # the model's settings (its network), under those given
+        params = {**{k: v for k, v in loaded[0].settings.items() if k != "warm_start"}, **params}
+        for state in loaded[0].states:
+            try:
+                get_method(method).check_state(state, **{k: v for k, v in params.items() if k != "stack"})
+            except ValueError as error:
+                raise ValueError(f"model {str(model)!r}: {error}") from error
     params = _stack_params(get_method(method), stack, params)
     stack = params.pop("stack")
-    get_method(method).check_params(**params)
+    settings = get_method(method).check_params(**params)
+    if loaded is not None and model_use == "warm" and not settings["warm_start"]:
+        raise ValueError("model_use='warm' needs warm_start (stack='independent' and the reference preset train "
+                         "every plane from scratch)")
     get_method(method).check_plane((array.shape[y], array.shape[x]))
     resolved = resolve_device(device)
     check_positive_or_none("max_steps", max_steps)
@@ -416,7 +513,26 @@ def check_denoise(image, method: str = "noise2fast", *, axes=None, channel_axis=
         if seed is not None else [None] * n_planes
     run_kwargs = {"device": resolved, "max_steps": max_steps, "output_every": output_every, "view_every": view_every,
                   "preview": preview, **params}
-    return array, layout, out_dtype, method, seeds, run_kwargs, value_range, stack
+    return array, layout, out_dtype, method, seeds, run_kwargs, value_range, stack, loaded
+
+
+def _load(model, model_use: str, method: str, channels: int) -> tuple[SavedModel, str] | None:
+    """``model=`` loaded and checked against the job (its method and channels), with ``model_use``."""
+    check_str("model_use", model_use, allow_none=False)
+    if model_use not in MODEL_USES:
+        raise ValueError(f"model_use must be one of {', '.join(map(repr, MODEL_USES))}, got {model_use!r}")
+    if model is None:
+        return None
+    if not isinstance(model, (str, os.PathLike)):
+        raise ValueError(f"model must be the path of a saved model file, got {type(model).__name__}")
+    if not get_method(method).trains_on_stacks:
+        raise ValueError(f"model= needs a method that saves trained models (noise2fast); "
+                         f"{get_method(method).display_name} does not")
+    saved = load_model(model, get_method(method).name)
+    if len(saved.states) not in (1, channels):
+        raise ValueError(f"model {str(model)!r} holds {len(saved.states)} channels' models; this image has "
+                         f"{channels} channel(s)")
+    return saved, model_use
 
 
 def _stack_params(method_cls, stack: str | None, params: dict) -> dict:
@@ -454,6 +570,8 @@ def denoise(
     preview: bool = True,
     stack: str | None = None,
     out=None,
+    model=None,
+    model_use: str = "predict",
     **params,
 ):
     """Denoise an image blindly, learning from the image alone.
@@ -512,6 +630,14 @@ def denoise(
         recording (``<path>/noise2fast/``): the same call on the same input
         after an interruption goes on from there, with the same weights.
         Returns ``out`` (a zarr array for a path).
+    model : str or path, optional
+        A model saved by :meth:`DenoiseJob.save_model` (or the CLI's ``--save-model``; Noise2Fast), e.g. from
+        the last recording of the same experiment. Its settings are the run's (those given override them).
+        Files of another method or model format are refused with a ValueError; loading runs no code.
+    model_use : str
+        With ``model``: ``"predict"`` (default): no training, every plane denoised by the model (of its
+        channel), normalised as a run on this image would normalise it; ``"warm"``: train as usual, the first
+        plane (or each channel's recording) starting from the model's weights.
     **params
         The method's settings; for Noise2Fast ``preset`` (``"fast"``, the
         default, or ``"reference"``, the published code's settings) and any
@@ -541,7 +667,8 @@ def denoise(
     ((2, 32, 32), dtype('uint16'))
     """
     job = iter_denoise(image, method, axes=axes, channel_axis=channel_axis, device=device, seed=seed,
-                       max_steps=max_steps, dtype=dtype, preview=preview, stack=stack, out=out, **params)
+                       max_steps=max_steps, dtype=dtype, preview=preview, stack=stack, out=out, model=model,
+                       model_use=model_use, **params)
     for event in job:
         if progress is not None:
             progress(event)

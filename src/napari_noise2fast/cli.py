@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from napari_noise2fast.api import STACKS, iter_denoise
 from napari_noise2fast.lazy import ome_multiscales, open_zarr
+from napari_noise2fast.models import MODEL_USES, load_model
 from napari_noise2fast.output import ATTRS_KEY, new_plane_store
 
 SUFFIX = "_N2F"
@@ -191,7 +192,9 @@ def write_tiff(path: Path, image: np.ndarray, axes: str, info: dict | None = Non
         metadata = {"axes": axes, **info.get("imagej", {}), **({"noise2fast": record} if record else {})}
         resolution = {"resolution": info["resolution"], "resolutionunit": info["resolutionunit"]} \
             if "resolution" in info else {}
-        tifffile.imwrite(temporary, image, metadata=metadata, **resolution)
+        # grey planes unless the image has samples (S): 3 or 4 leading planes are not an RGB image
+        photometric = {} if "S" in axes.upper() else {"photometric": "minisblack"}
+        tifffile.imwrite(temporary, image, metadata=metadata, **resolution, **photometric)
         os.replace(temporary, path)
     except OSError as error:
         raise InputError(f"cannot write {path}: {error.strerror or error}") from error
@@ -204,7 +207,8 @@ def denoise_with_progress(image, label: str, args, axes: str | None, out=None) -
     """Denoise with a tqdm bar; return the result and a summary of steps, validation PSNR and time."""
     params = {"preset": args.preset} if args.preset else {}
     job = iter_denoise(image, axes=axes, device=args.device, seed=args.seed, max_steps=args.max_steps,
-                       dtype=getattr(args, "dtype", None), stack=getattr(args, "stack", None), out=out, **params)
+                       dtype=getattr(args, "dtype", None), stack=getattr(args, "stack", None), out=out,
+                       model=args.model, model_use=args.model_use, **params)
     # a stack's bar counts planes (its rate gives the time left); one plane's counts steps
     planes = job.n_planes > 1
     total = job.n_planes if planes else args.max_steps
@@ -212,8 +216,10 @@ def denoise_with_progress(image, label: str, args, axes: str | None, out=None) -
     with tqdm(desc=label, unit="plane" if planes else "step", total=total, leave=False, file=sys.stderr,
               disable=args.quiet) as bar:
         for event in job:
-            if event.done or not planes:
-                bar.update(1)
+            if planes:
+                bar.update(1 if event.done else 0)
+            else:  # steps finished (the preview's events, and those of a step under way, add none)
+                bar.update(event.step - bar.n)
             bar.set_postfix(plane=f"{event.plane + 1}/{event.n_planes}", step=event.step,
                             val_psnr=f"{event.best_val_psnr:.2f}")
             if event.done:
@@ -224,6 +230,11 @@ def denoise_with_progress(image, label: str, args, axes: str | None, out=None) -
     best_text = f"{np.median(finite):.2f} dB" if finite else "n/a"
     planes = f" over {job.n_planes} planes" if job.n_planes > 1 else ""
     summary = f"{steps} steps{planes}, best validation PSNR {best_text}, {seconds:.1f} s"
+    if args.model is not None:
+        summary += f", model {args.model} ({args.model_use})"
+    if args.save_model is not None:
+        job.save_model(args.save_model, overwrite=args.overwrite)
+        summary += f", model saved to {args.save_model}"
     return job.result(), summary
 
 
@@ -236,7 +247,8 @@ def record(args) -> dict:
     except PackageNotFoundError:
         package = "unknown"
     return {"version": package, "method": "noise2fast", "preset": args.preset or "fast", "seed": args.seed,
-            "max_steps": args.max_steps, "stack": getattr(args, "stack", None) or "default"}
+            "max_steps": args.max_steps, "stack": getattr(args, "stack", None) or "default",
+            **({"model": str(args.model), "model_use": args.model_use} if args.model is not None else {})}
 
 
 def denoise_to_zarr(source: Path, target: Path, args) -> str:
@@ -303,9 +315,32 @@ def build_parser() -> argparse.ArgumentParser:
                         help="output dtype, e.g. uint16 (rounded, inside the input's range); default float32")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace existing output files (and an input given as its own output)")
+    parser.add_argument("--save-model", type=Path, default=None, metavar="PATH",
+                        help="save the trained model to PATH (one input only; the name as given)")
+    parser.add_argument("--model", type=Path, default=None, metavar="PATH",
+                        help="a saved model: denoise with it (no training), or start from it (--model-use warm)")
+    parser.add_argument("--model-use", choices=MODEL_USES, default="predict",
+                        help="with --model: predict (default) or warm (train, starting from the model)")
     parser.add_argument("--sample", action="store_true", help="denoise the bundled sample image")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     return parser
+
+
+def check_models(args, inputs: int) -> str | None:
+    """What is wrong with --model or --save-model before any work (one line), or None."""
+    if args.save_model is not None:
+        if inputs > 1:
+            return f"--save-model saves one model; there are {inputs} inputs: give one"
+        if args.save_model.is_dir():
+            return f"--save-model {args.save_model} is a folder; give a file name"
+        if args.save_model.exists() and not args.overwrite:
+            return f"--save-model {args.save_model} exists; pass --overwrite to replace it"
+    if args.model is not None:
+        try:
+            load_model(args.model, "noise2fast")
+        except ValueError as error:
+            return f"--model: {error}"
+    return None
 
 
 def output_dtype(name: str) -> np.dtype:
@@ -412,11 +447,15 @@ def main(argv: list[str] | None = None) -> int:
         return compare_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
+    if not args.sample and not args.paths:
+        parser.error("give TIFF files or folders to denoise, or --sample")
+    files, errors = collect_inputs(args.paths) if not args.sample else ([], [])
+    wrong = check_models(args, 1 if args.sample else len(files))
+    if wrong is not None:
+        print(f"noise2fast: error: {wrong}", file=sys.stderr)
+        return 1
     if args.sample:
         return run_sample(args)
-    if not args.paths:
-        parser.error("give TIFF files or folders to denoise, or --sample")
-    files, errors = collect_inputs(args.paths)
     if args.output is not None and args.output.suffix.lower() in TIFF_SUFFIXES and len(files) > 1:
         print(f"noise2fast: error: -o {args.output} names one .tif file but there are {len(files)} inputs; "
               "give a folder", file=sys.stderr)

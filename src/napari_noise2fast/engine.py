@@ -28,6 +28,27 @@ VIEW_SIDE = 1024
 # validation)
 CHECK_BACKOFF = 20
 CHECK_BACKOFF_MAX = 160  # the wait stops doubling here: a network that has passed is not kept waiting long
+# a method that works in slices (:attr:`Method.slice_seconds`) hands back after about this long, so that a run on a
+# large plane sends an event at least every 2 s (a bounded step in float32 took 1.9 s on one thread, 3 s with
+# its validation, on an Intel Xeon; a held-out check is 4 validations)
+SLICE_SECONDS = 1.0
+
+
+class _Part:
+    def __repr__(self) -> str:
+        return "PART"
+
+
+PART = _Part()  # what a sliced step or check returns when it handed back before its end
+
+
+def to_end(work):
+    """Run ``work``, a generator of parts (see :meth:`Method._sliced`), to its end; its return value."""
+    while True:
+        try:
+            next(work)
+        except StopIteration as finished:
+            return finished.value
 
 
 def view_factor(shape: tuple[int, ...]) -> int:
@@ -121,6 +142,11 @@ class Event:
         The preview's filter: ``"Gaussian"``, or ``"total variation"`` once that refinement has beaten it
         (a second step-0 event brings it, on the CPU, for planes up to 1024x1024); empty without a preview.
 
+    partial : bool
+        True on an event sent in the middle of a step or a held-out check that runs in slices (a large plane
+        on a slow device): nothing new but the time, ``step`` the last finished one; it lets a viewer stay live
+        and Stop act within about :data:`SLICE_SECONDS`.
+
     A method that validates on regions of the plane (:meth:`Method.validation_regions`: Noise2Fast in
     bounded mode) gets a second step-0 event with the preview's validation PSNR on those regions (what
     the method's validation PSNRs compare with), after its model is built and before its first step.
@@ -144,6 +170,7 @@ class Event:
     preview_val_psnr: float = math.nan
     preview_filter: str = ""
     heldout_psnr: float = math.nan
+    partial: bool = False
 
 
 def throttle(items, min_interval: float, event_of=None, clock=time.perf_counter):
@@ -186,6 +213,9 @@ class Method(ABC):
     # Methods that can train one model on a stack of planes (``noisy`` (N, 1, H, W)) and then denoise any
     # plane with it (:meth:`predict_plane`): what :class:`RecordingRun` needs
     trains_on_stacks: ClassVar[bool] = False
+    # Set by the engine: a method whose steps can be long (Noise2Fast) hands back after about this many seconds
+    # with :data:`PART` (see :meth:`_sliced`); None: every call runs to its end
+    slice_seconds: float | None = None
 
     def __init__(self, noisy: torch.Tensor, *, rng: np.random.Generator, level: float, warm=None):
         self.noisy = noisy
@@ -214,7 +244,25 @@ class Method(ABC):
 
     @abstractmethod
     def step(self) -> float | None:
-        """Take one optimiser step; return the validation MSE, or None if it did not validate."""
+        """Take one optimiser step; return the validation MSE, or None if it did not validate (or :data:`PART`:
+        see :attr:`slice_seconds`)."""
+
+    def _sliced(self, name: str, make):
+        """Run ``make()``, a generator that yields between the parts of some work and returns its value, to its
+        end; or, with :attr:`slice_seconds` set, until that long has passed at the end of a part: then
+        :data:`PART`, and the next call with the same ``name`` goes on where it stopped. Where the parts fall does
+        not depend on the time, so a seeded run computes the same either way."""
+        works = self.__dict__.setdefault("_works", {})
+        work = works.pop(name, None) or make()
+        deadline = None if self.slice_seconds is None else time.perf_counter() + self.slice_seconds
+        try:
+            while True:
+                next(work)
+                if deadline is not None and time.perf_counter() >= deadline:
+                    works[name] = work
+                    return PART
+        except StopIteration as finished:
+            return finished.value
 
     @abstractmethod
     def preview(self) -> torch.Tensor:
@@ -234,7 +282,8 @@ class Method(ABC):
 
     def invariant_psnr(self) -> float | None:
         """The validation PSNR of the output shown, J-invariant as the preview's (each pixel predicted without
-        its own noisy value), where the method can compute it; None: its validation PSNR stands."""
+        its own noisy value), where the method can compute it; None: its validation PSNR stands (:data:`PART`: see
+        :attr:`slice_seconds`)."""
         return None
 
     def result_val_psnr(self) -> float | None:
@@ -257,6 +306,12 @@ class Method(ABC):
         """What :meth:`load_trained` needs to predict as this model does now (on the CPU); methods that
         ``trains_on_stacks`` only."""
         return None
+
+    @classmethod
+    def check_state(cls, state: dict, **params) -> None:
+        """ValueError where ``state`` (a :meth:`trained_state`, e.g. from a file) does not fit the model that
+        ``params`` make."""
+        raise ValueError(f"{cls.display_name} cannot load a trained model")
 
     def load_trained(self, state: dict) -> None:
         """Take a :meth:`trained_state` (of a model of the same settings) as this model's best."""
@@ -458,6 +513,8 @@ class PlaneRun(_Run):
         if self.step < self._next_check[0]:  # a check failed lately: the next after a wait that doubles
             return math.nan
         checked = self.model.invariant_psnr()
+        if checked is PART:  # under way: called again before the next step
+            return PART
         if checked is None:
             self._method_shown = True
             return math.nan
@@ -477,7 +534,7 @@ class PlaneRun(_Run):
         return self.map.back(normalised, self.map.display_dtype())
 
     def _event(self, val_psnr: float, with_output: bool, done: bool = False, with_view: bool = False,
-               heldout: float = math.nan) -> Event:
+               heldout: float = math.nan, partial: bool = False) -> Event:
         output = view = None
         if with_output:
             output = self.result() if done else self.preview()
@@ -502,6 +559,7 @@ class PlaneRun(_Run):
             preview_val_psnr=self._preview_psnr if self._preview is not None else math.nan,
             preview_filter=self.preview_filter if self._preview is not None else "",
             heldout_psnr=heldout,
+            partial=partial,
         )
 
     def __iter__(self) -> Iterator[Event]:
@@ -526,6 +584,7 @@ class PlaneRun(_Run):
                     yield self._event(self._preview_psnr, with_output=True, with_view=True)
             noisy = torch.from_numpy(self._normalised).to(self.device)[None, None]
             self.model = self.method_cls(noisy, rng=self.rng, level=self.level, warm=self.warm, **self.params)
+            self.model.slice_seconds = SLICE_SECONDS
             regions = self.model.validation_regions()
             if self._preview is not None and regions is not None:
                 self._preview_psnr = mse_to_psnr(invariant_loss(self._normalised, sigma, regions)) + gain
@@ -536,13 +595,17 @@ class PlaneRun(_Run):
                 self.best_val_psnr = max(self.best_val_psnr, mse_to_psnr(self.model.initial_mse))
             while True:
                 mse = self.model.step()
+                if mse is PART:
+                    yield self._event(math.nan, with_output=False, partial=True)
+                    continue
                 val_psnr = math.nan if mse is None else mse_to_psnr(mse)
                 self.step += 1
                 if val_psnr > self.best_val_psnr:
                     self.best_val_psnr = val_psnr
                 self._check_stop()
-                # a finished run's stage is the method's own rule: no check then
-                heldout = self._check_stage(val_psnr) if self.stop_reason is None else math.nan
+                heldout = math.nan  # a finished run's stage is the method's own rule: no check then
+                while self.stop_reason is None and (heldout := self._check_stage(val_psnr)) is PART:
+                    yield self._event(math.nan, with_output=False, partial=True)
                 if self.stop_reason is not None:
                     yield self._event(val_psnr, with_output=True, done=True, heldout=heldout)
                     return
@@ -647,9 +710,10 @@ class RecordingRun(_Run):
     validation PSNR, the others ``step=0`` and NaN; a constant plane is not predicted (its output is the
     plane itself, ``stop_reason`` ``"constant"``). Planes are read one at a time (``planes[index]``) for
     the sample and for prediction; ``sample``, if given, is the sample's planes already read. A resumed run
-    passes ``trained`` (a :meth:`Method.trained_state`: no training, ``stop_reason`` ``"resumed"``) and
+    passes ``trained`` (a :meth:`Method.trained_state`: no training, ``stop_reason`` ``reason``) and
     ``skip`` (planes finished already: a ``done`` event without output each); ``on_trained`` receives the
-    trained state before the first plane is predicted.
+    trained state before the first plane is predicted. ``warm`` is what the model starts training from (a
+    :meth:`Method.carry`, or saved weights: see ``model_use`` of :func:`~napari_noise2fast.denoise`).
 
     Stop iterating (or :meth:`close`) during training and :meth:`normalised_result` of the first plane is
     its best so far; planes not yet predicted have no result (the input stands).
@@ -659,7 +723,7 @@ class RecordingRun(_Run):
                  sample: np.ndarray | None = None, device: str | torch.device = "auto", seed: int | None = None,
                  max_steps: int | None = None, output_every: int | None = None, view_every: int | None = None,
                  is_integer: bool = False, keep=None, trained: dict | None = None, on_trained=None,
-                 skip=(), **params):
+                 skip=(), warm=None, reason: str = "resumed", **params):
         if not method.trains_on_stacks:
             raise ValueError(f"{method.display_name} cannot train one model for a stack")
         self.planes = planes
@@ -676,6 +740,8 @@ class RecordingRun(_Run):
         self._intensities(IntensityMap(np.asarray(value_range, dtype=self._sample.dtype)), is_integer)
         self.keep = keep  # called with (index, normalised output; None: the plane itself) for every plane done
         self.trained = trained  # a trained_state to predict with instead of training (a resumed run)
+        self.trained_reason = reason  # the planes' stop_reason then: "resumed", or "model" for a model given
+        self.warm = warm  # what the model starts from (Method's ``warm``), or None
         self.on_trained = on_trained  # called with the trained_state once training ends
         self.skip = set(skip)  # planes finished already (a resumed run): not predicted again
         self.model: Method | None = None
@@ -690,12 +756,13 @@ class RecordingRun(_Run):
         return torch.from_numpy(self.map.normalise(plane)).to(self.device)[None, None]
 
     def _event(self, val_psnr: float, plane: int, step: int, output=None, view=None, done=False,
-               reason: str | None = None) -> Event:
+               reason: str | None = None, partial: bool = False) -> Event:
         countdown = self.model.countdown() if self.model is not None and self.plane_index >= 0 else None
         return Event(step=step, val_psnr=val_psnr, best_val_psnr=self.best_val_psnr, elapsed=self.elapsed,
                      stage=self.method_cls.name, output=output, view=view, view_factor=self.view_factor,
                      done=done, stop_reason=(reason or self.stop_reason) if done else None, plane=plane,
-                     n_planes=self.n_planes, countdown=countdown, eta=self._pace.left(step, countdown))
+                     n_planes=self.n_planes, countdown=countdown, eta=self._pace.left(step, countdown),
+                     partial=partial)
 
     def __iter__(self) -> Iterator[Event]:
         if self._started is not None:
@@ -704,14 +771,18 @@ class RecordingRun(_Run):
         try:
             noisy = torch.from_numpy(self.map.normalise(self._sample)).to(self.device)[:, None]
             self._sample = None
-            self.model = self.method_cls(noisy, rng=self.rng, level=self.level, **self.params)
+            self.model = self.method_cls(noisy, rng=self.rng, level=self.level, warm=self.warm, **self.params)
+            self.model.slice_seconds = SLICE_SECONDS
             del noisy
             val_psnr = math.nan
             if self.trained is not None:
                 self.model.load_trained(self.trained)
-                self.stop_reason = "resumed"
+                self.stop_reason = self.trained_reason
             while self.stop_reason is None:
                 mse = self.model.step()
+                if mse is PART:
+                    yield self._event(math.nan, self.indices[0], self.step, partial=True)
+                    continue
                 val_psnr = math.nan if mse is None else mse_to_psnr(mse)
                 self.step += 1
                 self.best_val_psnr = max(self.best_val_psnr, val_psnr) if not math.isnan(val_psnr) \

@@ -252,6 +252,7 @@ def test_other_methods_run_from_the_dock_without_noise2fasts_knobs(qtbot, viewer
     assert events[-1].stop_reason == "complete"
     out = viewer.layers["cell [Calibrated]"]
     assert not np.array_equal(out.data, layer.data)
+    assert not docked.save_button.enabled  # Calibrated keeps no model to save
     docked.method.value = "noise2fast"
     assert docked.preset.enabled and docked.settings()["preset"] == "fast"
 
@@ -306,3 +307,30 @@ def test_a_whole_lazy_layer_goes_into_the_zarr_store_picked_and_a_rerun_goes_on(
     np.testing.assert_array_equal(np.asarray(zarr.open_array(str(tmp_path / "picked.zarr"), mode="r")[:]), first)
     docked.zarr_output.value = tmp_path / "picked.tif"
     assert docked.start(layer, settings=QUICK, scope=_widget.WHOLE_LAYER) is None  # refused, nothing started
+
+
+def test_save_model_writes_the_trained_model_the_api_denoises_with(qtbot, viewer, docked, tmp_path, monkeypatch):
+    from qtpy.QtWidgets import QFileDialog
+
+    from napari_noise2fast import denoise
+    from napari_noise2fast.models import load_model
+
+    layer = viewer.add_image(small_cell(), name="cell")
+    assert not docked.save_button.enabled  # nothing trained yet
+    docked.max_steps.value = 20
+    docked.start(layer)
+    assert not docked.save_button.enabled  # not while it trains
+    wait_done(qtbot, docked)
+    assert docked.save_button.enabled
+    asked = []
+    monkeypatch.setattr(QFileDialog, "getSaveFileName",
+                        lambda *args: asked.append(args) or (str(tmp_path / "cell model"), ""))
+    docked.save_button.native.click()
+    assert asked and asked[0][2].endswith("cell.n2f-model")  # a name suggested from the layer
+    assert load_model(tmp_path / "cell model").method == "noise2fast"
+    assert docked.status.value.endswith(f"Model saved to {tmp_path / 'cell model'}")
+    again = denoise(layer.data, device="cpu", model=tmp_path / "cell model")
+    assert again.shape == layer.data.shape and not np.array_equal(again, layer.data)
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *args: ("", ""))  # cancelled: nothing written
+    docked.save_button.native.click()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cell model"]

@@ -113,12 +113,16 @@ class Noise2FastWidget(WorkerDock):
                                             "(a run started again on it goes on); empty: a temporary folder")
         self.start_button = PushButton(text="Start", tooltip="train on the selected layer")
         self.stop_button = PushButton(text="Stop", enabled=False, tooltip="stop now and keep the best result so far")
+        self.save_button = PushButton(text="Save model...", enabled=False,
+                                      tooltip="save the trained Noise2Fast model, to denoise the next recording of "
+                                              "the experiment with it (denoise(..., model=path), noise2fast --model)")
         self.zarr_output.choose_btn.text = "..."  # the dock stays narrow
         self.status = self.status_label("Select an image layer and press Start.")
         self.status.tooltip = VALIDATION_TIP
         buttons = self.row(self.start_button, self.stop_button)
         self.form.extend([self.image, self.reference, self.method, self.preset, self.max_steps, self.patience,
-                          self.seed, self.device, self.scope, self.zarr_output, buttons, self.status])
+                          self.seed, self.device, self.scope, self.zarr_output, buttons, self.save_button,
+                          self.status])
         self.plot = ThemedPlot(self.viewer, "step", "validation PSNR (dB)")
         self.plot.widget.setToolTip(f"{VALIDATION_TIP}\n\nCrosses: the {HELD_OUT_TIP}")
         self.add_native(self.plot.widget)
@@ -131,6 +135,7 @@ class Noise2FastWidget(WorkerDock):
         self.viewer.layers.events.inserted.connect(lambda _: self._offer_reference())
         self.start_button.clicked.connect(lambda: self.start())
         self.stop_button.clicked.connect(self.stop)
+        self.save_button.clicked.connect(lambda: self.save_model())
 
         self.job = None
         self.output_layer = None
@@ -231,6 +236,7 @@ class Noise2FastWidget(WorkerDock):
             show_error(f"Noise2Fast: {error}")
             return None
         self.input_layer = layer
+        self.save_button.enabled = False
         self.output_layer = output_layer(self.viewer, layer, method, self.job.out_dtype, store)
         if store is not None:
             self.output_layer.metadata["noise2fast_store"] = str(array_folder(store))
@@ -418,7 +424,29 @@ class Noise2FastWidget(WorkerDock):
             self.status.value = self._describe(event, ending)
         self._release()
 
+    def save_model(self, path: str | Path | None = None) -> Path | None:
+        """Save the last run's trained model to ``path`` (default: asked with a file dialog, which confirms
+        replacing a file); a notification where there is none. Returns the path saved to, or None."""
+        if self.job is None or self.running:
+            show_info("Noise2Fast: save the model once a run has finished (or been stopped).")
+            return None
+        if path is None:
+            from qtpy.QtWidgets import QFileDialog
+
+            suggested = str(Path.cwd() / f"{self.input_layer.name}.n2f-model")
+            path, _ = QFileDialog.getSaveFileName(self.native, "Save the trained model", suggested)
+            if not path:
+                return None
+        try:
+            saved = self.job.save_model(path, overwrite=True)  # the dialog asked before replacing
+        except (ValueError, OSError) as error:
+            show_error(f"Noise2Fast: {error}")
+            return None
+        self.status.value = f"{self.status.value}\nModel saved to {saved}"
+        return saved
+
     def _release(self) -> None:
+        self.save_button.enabled = self.job is not None and self.job.has_model
         if self._progress is not None:
             self._progress.close()
             self._progress = None
