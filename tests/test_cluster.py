@@ -13,8 +13,9 @@ from napari_noise2fast import denoise, iter_denoise  # noqa: E402
 
 @pytest.fixture(scope="module")
 def client():
-    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
-    with cluster, distributed.Client(cluster) as connected:
+    from napari_noise2fast.cluster import local_cluster
+
+    with local_cluster(2) as cluster, distributed.Client(cluster) as connected:
         yield connected
 
 

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from napari_noise2fast.checks import check_bool, check_int, check_positive_or_none, check_str
+from napari_noise2fast.cluster import check_client
 from napari_noise2fast.devices import resolve_device
 from napari_noise2fast.engine import Event, PlaneRun, RecordingRun, recording_sample
 from napari_noise2fast.intensity import IntensityMap, cast, float_max, integer_bounds
@@ -123,7 +124,7 @@ class DenoiseJob:
 
     def __init__(self, image: np.ndarray, layout: tuple[int, int, int | None], out_dtype: np.dtype,
                  method: str, seeds: list[int | None], run_kwargs: dict, value_range: tuple | None = None,
-                 stack: str = "warm", loaded: tuple[SavedModel, str] | None = None, out=None):
+                 stack: str = "warm", loaded: tuple[SavedModel, str] | None = None, out=None, client=None):
         y, x, c = layout
         self._planes = Planes(image, layout)  # read one at a time where the input is lazy
         leading = self._planes.leading
@@ -152,6 +153,7 @@ class DenoiseJob:
         self.stack = stack
         # a model from a file (``model=``) and its use: ``"predict"`` (no training) or ``"warm"``
         self._loaded, self._model_use = loaded if loaded is not None else (None, None)
+        self._client = client  # a dask.distributed Client: a recording's planes are predicted on its workers
         # each channel group's trained model as training ends (the last plane's, planes trained one by one):
         # (weights on the CPU, the (low, high) its planes were normalised from), for :meth:`save_model`
         self._trained: dict[int, tuple[dict, tuple[float, float]]] = {}
@@ -337,7 +339,7 @@ class DenoiseJob:
             self._planes, self._method, indices=indices, sample=sample, seed=self._seeds[indices[0]],
             is_integer=self._is_integer, keep=lambda index, normalised: self._store(index, normalised, run.map),
             trained=stored if stored is not None else trained, on_trained=on_trained, warm=warm,
-            reason="resumed" if stored is not None else "model",
+            reason="resumed" if stored is not None else "model", client=self._client,
             skip=[index for index in indices if self._done[index]], **kwargs)
         if run.trained is not None:  # nothing to train: the model is already the one to save
             self._remember(indices[0], run.trained, run.map)
@@ -432,6 +434,7 @@ def iter_denoise(
     out=None,
     model=None,
     model_use: str = "predict",
+    client=None,
     **params,
 ) -> DenoiseJob:
     """Streaming form of :func:`denoise`: a job that yields :class:`~napari_noise2fast.engine.Event`.
@@ -457,16 +460,16 @@ def iter_denoise(
     job_arguments = check_denoise(image, method, axes=axes, channel_axis=channel_axis, device=device, seed=seed,
                                   max_steps=max_steps, output_every=output_every, view_every=view_every,
                                   dtype=dtype, preview=preview, stack=stack, out=out, model=model,
-                                  model_use=model_use, **params)
+                                  model_use=model_use, client=client, **params)
     low, high = job_arguments[6] or (None, None)
     if low is not None and low == high:
         warnings.warn("image is constant; it is returned unchanged", UserWarning, stacklevel=2)
-    return DenoiseJob(*job_arguments, out=out)
+    return DenoiseJob(*job_arguments, out=out, client=client)
 
 
 def check_denoise(image, method: str = "noise2fast", *, axes=None, channel_axis=None, device="auto", seed=None,
                   max_steps=None, output_every=None, view_every=None, dtype=None, preview=True, stack=None,
-                  out=None, model=None, model_use="predict", **params) -> tuple:
+                  out=None, model=None, model_use="predict", client=None, **params) -> tuple:
     """Check every argument of :func:`iter_denoise` before any work; ValueError naming the first wrong one.
 
     Returns the arguments of the :class:`DenoiseJob` they make.
@@ -493,6 +496,9 @@ def check_denoise(image, method: str = "noise2fast", *, axes=None, channel_axis=
     params = _stack_params(get_method(method), stack, params)
     stack = params.pop("stack")
     settings = get_method(method).check_params(**params)
+    if check_client(client) is not None and stack != "recording" and (loaded is None or model_use != "predict"):
+        raise ValueError(f"client= predicts a recording's planes on a cluster: it needs stack='recording' or a model "
+                         f"to predict with (model=); stack={stack!r} trains plane after plane where the job runs")
     if loaded is not None and model_use == "warm" and not settings["warm_start"]:
         raise ValueError("model_use='warm' needs warm_start (stack='independent' and the reference preset train "
                          "every plane from scratch)")
@@ -572,6 +578,7 @@ def denoise(
     out=None,
     model=None,
     model_use: str = "predict",
+    client=None,
     **params,
 ):
     """Denoise an image blindly, learning from the image alone.
@@ -638,6 +645,11 @@ def denoise(
         With ``model``: ``"predict"`` (default): no training, every plane denoised by the model (of its
         channel), normalised as a run on this image would normalise it; ``"warm"``: train as usual, the first
         plane (or each channel's recording) starting from the model's weights.
+    client : dask.distributed.Client, optional
+        Predict a recording's planes on the cluster's workers (``stack="recording"``, or a ``model`` to
+        predict with): the model is trained (or loaded) here, its weights sent to every worker once, then
+        each plane is a task (a lazy input is read by the workers themselves). The same result as a run
+        without it to float tolerance (:mod:`napari_noise2fast.cluster`).
     **params
         The method's settings; for Noise2Fast ``preset`` (``"fast"``, the
         default, or ``"reference"``, the published code's settings) and any
@@ -668,7 +680,7 @@ def denoise(
     """
     job = iter_denoise(image, method, axes=axes, channel_axis=channel_axis, device=device, seed=seed,
                        max_steps=max_steps, dtype=dtype, preview=preview, stack=stack, out=out, model=model,
-                       model_use=model_use, **params)
+                       model_use=model_use, client=client, **params)
     for event in job:
         if progress is not None:
             progress(event)

@@ -203,12 +203,12 @@ def write_tiff(path: Path, image: np.ndarray, axes: str, info: dict | None = Non
             os.remove(temporary)
 
 
-def denoise_with_progress(image, label: str, args, axes: str | None, out=None) -> tuple[np.ndarray, str]:
+def denoise_with_progress(image, label: str, args, axes: str | None, out=None, client=None) -> tuple[np.ndarray, str]:
     """Denoise with a tqdm bar; return the result and a summary of steps, validation PSNR and time."""
     params = {"preset": args.preset} if args.preset else {}
     job = iter_denoise(image, axes=axes, device=args.device, seed=args.seed, max_steps=args.max_steps,
                        dtype=getattr(args, "dtype", None), stack=getattr(args, "stack", None), out=out,
-                       model=args.model, model_use=args.model_use, **params)
+                       model=args.model, model_use=args.model_use, client=client, **params)
     # a stack's bar counts planes (its rate gives the time left); one plane's counts steps
     planes = job.n_planes > 1
     total = job.n_planes if planes else args.max_steps
@@ -251,7 +251,7 @@ def record(args) -> dict:
             **({"model": str(args.model), "model_use": args.model_use} if args.model is not None else {})}
 
 
-def denoise_to_zarr(source: Path, target: Path, args) -> str:
+def denoise_to_zarr(source: Path, target: Path, args, client=None) -> str:
     """A zarr (or TIFF) source denoised into the zarr store ``target``, plane by plane, going on from an
     earlier run's finished planes there; the summary line."""
     if not is_zarr(target):
@@ -268,8 +268,39 @@ def denoise_to_zarr(source: Path, target: Path, args) -> str:
         out = zarr_output(target, tuple(image.shape), dtype, like=like, overwrite=args.overwrite)
     except OSError as error:
         raise InputError(f"cannot write {target}: {error.strerror or error}") from error
-    _, summary = denoise_with_progress(image, source.name, args, axes, out=out)
+    _, summary = denoise_with_progress(image, source.name, args, axes, out=out, client=client)
     return summary
+
+
+def denoise_file(source: Path, target: Path, args, client=None) -> str:
+    """One input denoised into ``target`` (a recording's planes predicted on the cluster of ``client``, if
+    given); its summary line. Also a task of its own on a worker when there are several inputs."""
+    if is_zarr(source) or is_zarr(target):
+        summary = denoise_to_zarr(source, target, args, client)
+    else:
+        image, axes, info = read_tiff(source, args.axes)
+        result, summary = denoise_with_progress(image, source.name, args, axes, client=client)
+        write_tiff(target, result, axes, info, record(args))
+    return f"{source}: {summary} -> {target}"
+
+
+def connect(args):
+    """A dask.distributed client for ``--scheduler ADDRESS`` or ``--workers N`` (a local cluster of N
+    one-thread worker processes); None without either."""
+    if args.scheduler is None and args.workers is None:
+        return None
+    try:
+        from distributed import Client
+
+        from napari_noise2fast.cluster import local_cluster
+    except ImportError as error:
+        raise InputError("--scheduler and --workers need dask.distributed (pip install distributed)") from error
+    if args.scheduler is not None:
+        try:
+            return Client(args.scheduler, timeout=30)
+        except (OSError, TimeoutError, ValueError) as error:
+            raise InputError(f"cannot reach the scheduler at {args.scheduler}: {error}") from error
+    return Client(local_cluster(args.workers))
 
 
 def run_sample(args) -> int:
@@ -321,9 +352,24 @@ def build_parser() -> argparse.ArgumentParser:
                         help="a saved model: denoise with it (no training), or start from it (--model-use warm)")
     parser.add_argument("--model-use", choices=MODEL_USES, default="predict",
                         help="with --model: predict (default) or warm (train, starting from the model)")
+    parser.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                        help="a dask.distributed scheduler (e.g. tcp://host:8786): several inputs are denoised as "
+                             "tasks on its workers, a recording's planes predicted there")
+    parser.add_argument("--workers", type=positive_int, default=None, metavar="N",
+                        help="as --scheduler, on a local cluster of N one-thread worker processes")
     parser.add_argument("--sample", action="store_true", help="denoise the bundled sample image")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     return parser
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}")
+    return value
 
 
 def check_models(args, inputs: int) -> str | None:
@@ -463,17 +509,38 @@ def main(argv: list[str] | None = None) -> int:
     single = len(args.paths) == 1 and len(files) == 1
     planned, refused = plan_outputs(files, [output_path(f, args.output, single) for f in files], args.overwrite)
     errors += refused
-    for source, target in planned:
-        try:
-            if is_zarr(source) or is_zarr(target):
-                summary = denoise_to_zarr(source, target, args)
-            else:
-                image, axes, info = read_tiff(source, args.axes)
-                result, summary = denoise_with_progress(image, source.name, args, axes)
-                write_tiff(target, result, axes, info, record(args))
-            print(f"{source}: {summary} -> {target}", flush=True)
-        except (InputError, ValueError) as error:
-            errors.append(str(error) if isinstance(error, InputError) else f"{source}: {error}")
+    if args.scheduler is not None and args.workers is not None:
+        errors.append("give --scheduler or --workers, not both")
+        planned = []
+    try:
+        client = connect(args) if planned else None
+    except InputError as error:
+        errors.append(str(error))
+        planned, client = [], None
+    try:
+        if client is not None and len(planned) > 1:  # one task a file, on the workers
+            from distributed import as_completed
+
+            args.quiet = True  # no progress bars from the workers
+            tasks = {client.submit(denoise_file, source, target, args, pure=False): source
+                     for source, target in planned}
+            for task in as_completed(tasks):
+                try:
+                    print(task.result(), flush=True)
+                except (InputError, ValueError) as error:
+                    errors.append(str(error) if isinstance(error, InputError) else f"{tasks[task]}: {error}")
+        else:
+            for source, target in planned:
+                try:
+                    print(denoise_file(source, target, args, client), flush=True)
+                except (InputError, ValueError) as error:
+                    errors.append(str(error) if isinstance(error, InputError) else f"{source}: {error}")
+    finally:
+        if client is not None:
+            cluster = client.cluster
+            client.close()
+            if cluster is not None and args.scheduler is None:
+                cluster.close()
     for error in errors:
         print(f"noise2fast: error: {error}", file=sys.stderr)
     return 1 if errors else 0

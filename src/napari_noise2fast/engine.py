@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import time
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -306,6 +307,23 @@ class Method(ABC):
         """What :meth:`load_trained` needs to predict as this model does now (on the CPU); methods that
         ``trains_on_stacks`` only."""
         return None
+
+    def predicting_state(self) -> dict:
+        """The weights :meth:`predict_plane` predicts with now, on the CPU; methods that ``trains_on_stacks``
+        only."""
+        raise NotImplementedError(f"{self.display_name} cannot predict elsewhere")
+
+    def prediction_spec(self) -> dict:
+        """What :meth:`predictor` needs besides the weights to predict as :meth:`predict_plane` does
+        (settings, precision, device type); methods that ``trains_on_stacks`` only."""
+        raise NotImplementedError(f"{self.display_name} cannot predict elsewhere")
+
+    @classmethod
+    def predictor(cls, state: dict, **spec):
+        """A function that denoises a normalised plane (1, 1, H, W) with the weights ``state`` as
+        :meth:`predict_plane` of the model they came from does, ``spec`` its :meth:`prediction_spec`: how a
+        worker of a cluster predicts (see :mod:`napari_noise2fast.cluster`)."""
+        raise NotImplementedError(f"{cls.display_name} cannot predict elsewhere")
 
     @classmethod
     def check_state(cls, state: dict, **params) -> None:
@@ -723,7 +741,7 @@ class RecordingRun(_Run):
                  sample: np.ndarray | None = None, device: str | torch.device = "auto", seed: int | None = None,
                  max_steps: int | None = None, output_every: int | None = None, view_every: int | None = None,
                  is_integer: bool = False, keep=None, trained: dict | None = None, on_trained=None,
-                 skip=(), warm=None, reason: str = "resumed", **params):
+                 skip=(), warm=None, reason: str = "resumed", client=None, **params):
         if not method.trains_on_stacks:
             raise ValueError(f"{method.display_name} cannot train one model for a stack")
         self.planes = planes
@@ -742,6 +760,7 @@ class RecordingRun(_Run):
         self.trained = trained  # a trained_state to predict with instead of training (a resumed run)
         self.trained_reason = reason  # the planes' stop_reason then: "resumed", or "model" for a model given
         self.warm = warm  # what the model starts from (Method's ``warm``), or None
+        self.client = client  # a dask.distributed Client: the planes are predicted on its workers
         self.on_trained = on_trained  # called with the trained_state once training ends
         self.skip = set(skip)  # planes finished already (a resumed run): not predicted again
         self.model: Method | None = None
@@ -797,6 +816,9 @@ class RecordingRun(_Run):
             if self.trained is None and self.on_trained is not None:
                 self.on_trained(self.model.trained_state())
             self.plane_index = -1
+            if self.client is not None:
+                yield from self._predicted_on_cluster(val_psnr)
+                return
             for index in self.indices:
                 first = index == self.indices[0]  # its event carries the last step's number and validation
                 step, val_psnr = (self.step, val_psnr) if first else (0, math.nan)
@@ -819,6 +841,49 @@ class RecordingRun(_Run):
 
     def _intensity(self, normalised):
         return None if normalised is None else self.map.back(normalised, self.map.display_dtype())
+
+    def _predicted_on_cluster(self, val_psnr: float) -> Iterator[Event]:
+        """Every plane but those to ``skip`` predicted on the cluster of ``client`` (see
+        :mod:`napari_noise2fast.cluster`): the weights sent to each worker once, then the planes in tasks of
+        a few each (:func:`~napari_noise2fast.cluster.task_planes`); an event per plane as its task finishes
+        (the first carries the training's steps and last validation)."""
+        from distributed import as_completed
+
+        from napari_noise2fast.cluster import Source, predict_planes, task_planes
+
+        state = self.client.scatter(self.model.predicting_state(), broadcast=True)
+        spec = self.model.prediction_spec()
+        token = uuid.uuid4().hex  # the workers build the network once for this run
+        lazy = getattr(self.planes, "lazy", False)  # a lazy input: each worker reads its planes itself
+        todo = [index for index in self.indices if index not in self.skip]
+        size = task_planes(len(todo), self.shape, len(self.client.scheduler_info()["workers"]))
+        tasks = {}
+        for first in range(0, len(todo), size):
+            indices = todo[first:first + size]
+            sources = [Source(self.planes.image, self.planes.location(index), self.planes.transposed) if lazy
+                       else Source(np.asarray(self.planes[index])) for index in indices]
+            tasks[self.client.submit(predict_planes, token, self.method_cls.name, spec, state, sources, self.map,
+                                     pure=False)] = indices
+        step = self.step
+        for index in self.skip:
+            yield self._event(val_psnr, index, step, done=True, reason="resumed")
+            step, val_psnr = 0, math.nan
+        try:
+            for task in as_completed(tasks):
+                for index, (normalised, low, high) in zip(tasks.pop(task), task.result(), strict=True):
+                    if lazy:
+                        self.planes.seen(low, high)
+                    if self.keep is not None:
+                        self.keep(index, normalised)
+                    if normalised is None:  # a constant plane comes back unchanged, as on its own
+                        plane = np.asarray(self.planes[index]).astype(np.float32)
+                        yield self._event(val_psnr, index, step, plane, done=True, reason="constant")
+                    else:
+                        yield self._event(val_psnr, index, step, self._intensity(normalised), done=True)
+                    step, val_psnr = 0, math.nan
+        finally:
+            for task in tasks:  # stopped: the planes not predicted yet are not
+                task.cancel()
 
     def close(self) -> None:
         if self.stop_reason is None:

@@ -107,6 +107,16 @@ class Planes:
     def __len__(self) -> int:
         return self.shape[0]
 
+    @property
+    def transposed(self) -> bool:
+        """Whether the input holds its planes X before Y (each plane read is transposed)."""
+        return self.x < self.y
+
+    def seen(self, low, high) -> None:
+        """A plane read elsewhere (a worker of a cluster) had values from ``low`` to ``high``."""
+        self.low = low if self.low is None else min(self.low, low)
+        self.high = high if self.high is None else max(self.high, high)
+
     def position(self, index: int) -> tuple[int, ...]:
         """Plane ``index``'s place along the leading axes."""
         return tuple(int(p) for p in np.unravel_index(index, self.leading_shape)) if self.leading else ()
@@ -137,7 +147,7 @@ class Planes:
                                 for a in range(self.image.ndim))]
         else:
             plane = self._checked(_read(self.image, self.location(index)))
-        return plane.T if self.x < self.y else plane
+        return plane.T if self.transposed else plane
 
     def _checked(self, block: np.ndarray) -> np.ndarray:
         self.reads += 1
@@ -145,7 +155,5 @@ class Planes:
             return block
         if block.dtype.kind == "f" and not np.all(np.isfinite(block)):
             raise ValueError("image contains NaN or infinite values; replace them before denoising")
-        low, high = block.min(), block.max()
-        self.low = low if self.low is None else min(self.low, low)
-        self.high = high if self.high is None else max(self.high, high)
+        self.seen(block.min(), block.max())
         return block

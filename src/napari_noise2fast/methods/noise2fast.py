@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from napari_noise2fast.checks import check_settings
-from napari_noise2fast.devices import fast_layout
+from napari_noise2fast.devices import fast_layout, resolve_device
 from napari_noise2fast.engine import Countdown, Method, downsample, mse_to_psnr, seeded_module, to_end
 from napari_noise2fast.methods._torch import PRECISIONS, autocast, compute_dtype
 from napari_noise2fast.methods.noise2self import GRID, grid_mask, interpolate_masked
@@ -614,11 +614,42 @@ class Noise2Fast(Method):
             return self.augmented(network, plane)
         return self.predict(network, plane)
 
+    def prediction_spec(self) -> dict:
+        """The settings with the precision and memory layout this model chose, and its device type."""
+        precision = next(name for name, dtype in PRECISIONS.items() if dtype == self.compute_dtype)
+        return {"settings": {**self.settings, "precision": precision,
+                             "channels_last": self.memory_format == torch.channels_last},
+                "device": self.noisy.device.type}
+
+    @classmethod
+    def predictor(cls, state: dict, *, settings: dict, device: str):
+        """As :meth:`predict_plane` of the model whose :meth:`prediction_spec` gave ``settings`` and ``device``,
+        with the weights ``state``: the same prediction code (:meth:`predict`, :meth:`augmented`) on an instance
+        that holds only what prediction reads (no pairs, no optimiser); the network is built once."""
+        model = cls.__new__(cls)
+        model.settings = settings
+        model.compute_dtype = PRECISIONS[settings["precision"]]
+        model.memory_format = torch.channels_last if settings["channels_last"] else torch.contiguous_format
+        where = resolve_device(device)
+        network = noise2fast_network(settings["width"])
+        network.load_state_dict(state)
+        network = network.to(where, memory_format=model.memory_format).requires_grad_(False)
+
+        def predict(plane: torch.Tensor) -> torch.Tensor:
+            model.noisy = plane = plane.to(where)
+            return model.augmented(network, plane) if settings["augment"] else model.predict(network, plane)
+
+        return predict
+
     def trained_state(self) -> dict | None:
         """The best-validated weights on the CPU, those shown (None before any validation)."""
+        return None if self._shown_state() is None else self.predicting_state()
+
+    def predicting_state(self) -> dict:
+        """The weights :meth:`predict_plane` predicts with now (the training network's before any validation),
+        on the CPU."""
         state = self._shown_state()
-        if state is None:
-            return None
+        state = self.network.state_dict() if state is None else state
         return {name: tensor.detach().to("cpu").clone() for name, tensor in state.items()}
 
     @classmethod

@@ -1,0 +1,102 @@
+"""Prediction on a dask.distributed cluster: the planes of a recording denoised as tasks on its workers.
+
+The job trains (or loads) the model where it runs; then the trained weights go to every worker once
+(``Client.scatter(..., broadcast=True)``), and each plane is a task: the worker reads the plane (from a lazy
+input, such as a zarr store it can open, itself; a NumPy input's plane travels with the task), normalises it
+with the recording's map, predicts it in tiles with the engine's tiling, and sends back the normalised output
+(float32, the plane's size). What travels: the weights (about 1 MB) once, the settings and the map with each
+task, a plane each way for NumPy inputs; for a zarr input only the output comes back.
+Nothing here imports Qt or napari; ``distributed`` is imported only when a client is given.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class Source:
+    """A plane's place: the input (a lazy array the worker reads from), the plane's index into it and whether
+    the plane is stored X before Y; or the plane itself. A holder, so that dask does not compute a dask-array
+    input when the task is submitted."""
+
+    def __init__(self, image, location=None, transposed: bool = False):
+        self.image, self.location, self.transposed = image, location, transposed
+
+    def read(self) -> np.ndarray:
+        """The plane (H, W); ValueError for NaN or infinite values, as a plane read where the job runs."""
+        if self.location is None:
+            return np.asarray(self.image)
+        plane = np.asarray(self.image[self.location])
+        if plane.dtype.kind == "f" and not np.all(np.isfinite(plane)):
+            raise ValueError("image contains NaN or infinite values; replace them before denoising")
+        return plane.T if self.transposed else plane
+
+
+def local_cluster(workers: int, malloc_trim: bool = False):
+    """A ``distributed.LocalCluster`` of ``workers`` worker processes with one thread each, without the
+    ``MALLOC_TRIM_THRESHOLD_=65536`` that dask's nannies set by default (``malloc_trim=True`` keeps it): with
+    it glibc returns memory to the system after every large free, and a worker's prediction took 1.75x as
+    long as in this process (a throwaway timing of 40 planes of 256x256, one thread; see
+    benchmarks/RESULTS.md). On a cluster of your own, set the dask config key
+    ``distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_`` to null for the same."""
+    import dask
+    from distributed import LocalCluster
+
+    unset = {} if malloc_trim else {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
+    with dask.config.set(unset):
+        return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0")
+
+
+def check_client(client):
+    """``client`` if it is a ``dask.distributed.Client`` (or None); ValueError naming ``client`` otherwise."""
+    if client is None:
+        return None
+    try:
+        from distributed import Client
+    except ImportError as error:
+        raise ValueError("client= needs dask.distributed (pip install distributed)") from error
+    if not isinstance(client, Client):
+        raise ValueError(f"client must be a dask.distributed Client, got {type(client).__name__}")
+    return client
+
+
+# on a worker: the predictor of the model in use, built at its first plane: (the run's token, predictor)
+_PREDICTOR: tuple = (None, None)
+
+
+# planes per task: enough tasks for every worker to have several (a slow worker does not hold up the end), as
+# few as that allows (each task costs the scheduler and the client some milliseconds), and at most this many
+# bytes of output per task
+TASKS_PER_WORKER = 4
+TASK_BYTES = 256 * 2**20
+
+
+def task_planes(planes: int, shape: tuple[int, int], workers: int) -> int:
+    """How many of ``planes`` planes of ``shape`` one task predicts on a cluster of ``workers`` workers."""
+    most = max(1, TASK_BYTES // (4 * shape[0] * shape[1]))
+    return max(1, min(most, -(-planes // (TASKS_PER_WORKER * max(1, workers)))))
+
+
+def predict_planes(token: str, method: str, spec: dict, state: dict, sources: list[Source], plane_map) -> list:
+    """On a worker: each plane of ``sources`` normalised by ``plane_map`` and denoised by the model of
+    ``state`` (:meth:`Method.predictor`, ``spec`` its settings; built once per run, ``token``). Returns for
+    each the normalised float32 output (None for a constant plane: its output is the plane itself) and the
+    plane's lowest and highest values."""
+    import torch
+
+    from napari_noise2fast.methods import get_method
+
+    global _PREDICTOR
+    results = []
+    for source in sources:
+        plane = source.read()
+        low, high = plane.min(), plane.max()
+        if low == high:
+            results.append((None, low, high))
+            continue
+        if _PREDICTOR[0] != token:
+            _PREDICTOR = (None, None)  # free the last run's network first
+            _PREDICTOR = (token, get_method(method).predictor(state, **spec))
+        tensor = torch.from_numpy(plane_map.normalise(plane))[None, None]
+        results.append((_PREDICTOR[1](tensor).cpu().numpy(), low, high))
+    return results
