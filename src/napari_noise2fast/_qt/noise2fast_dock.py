@@ -113,16 +113,15 @@ class Noise2FastWidget(WorkerDock):
                                             "(a run started again on it goes on); empty: a temporary folder")
         self.start_button = PushButton(text="Start", tooltip="train on the selected layer")
         self.stop_button = PushButton(text="Stop", enabled=False, tooltip="stop now and keep the best result so far")
-        self.save_button = PushButton(text="Save model...", enabled=False,
+        self.save_button = PushButton(text="Save model", enabled=False,
                                       tooltip="save the trained Noise2Fast model, to denoise the next recording of "
                                               "the experiment with it (denoise(..., model=path), noise2fast --model)")
         self.zarr_output.choose_btn.text = "..."  # the dock stays narrow
         self.status = self.status_label("Select an image layer and press Start.")
         self.status.tooltip = VALIDATION_TIP
-        buttons = self.row(self.start_button, self.stop_button)
+        buttons = self.row(self.start_button, self.stop_button, self.save_button)
         self.form.extend([self.image, self.reference, self.method, self.preset, self.max_steps, self.patience,
-                          self.seed, self.device, self.scope, self.zarr_output, buttons, self.save_button,
-                          self.status])
+                          self.seed, self.device, self.scope, self.zarr_output, buttons, self.status])
         self.plot = ThemedPlot(self.viewer, "step", "validation PSNR (dB)")
         self.plot.widget.setToolTip(f"{VALIDATION_TIP}\n\nCrosses: the {HELD_OUT_TIP}")
         self.add_native(self.plot.widget)
