@@ -83,6 +83,9 @@ def test_the_cli_runs_files_as_tasks_on_workers_and_a_recording_on_a_scheduler(c
     assert main([str(tmp_path / "a.tif"), "-o", str(out), "--max-steps", "5", "--seed", "0", "--device", "cpu", "-q",
                  "--scheduler", client.scheduler.address]) == 0
     np.testing.assert_allclose(tifffile.imread(out / "a_N2F.tif"), local, rtol=0, atol=1e-3 * np.ptp(local))
+    # planes trained one after another run where the command runs, the cluster given or not
+    assert main([str(tmp_path / "a.tif"), "-o", str(out), "--stack", "warm", "--max-steps", "3", "--device", "cpu",
+                 "-q", "--overwrite", "--scheduler", client.scheduler.address]) == 0
     assert main([str(tmp_path / "a.tif"), "--workers", "1", "--scheduler", "tcp://x:1", "-q", "--overwrite"]) == 1
     assert capsys.readouterr().err.strip().splitlines()[-1] == \
         "noise2fast: error: give --scheduler or --workers, not both"

@@ -195,3 +195,68 @@ def test_a_model_per_channel_is_saved_and_used_for_its_channel_only(recording, t
     assert np.array_equal(denoise(channels, axes="CYX", device="cpu", model=tmp_path / "two"), job.result())
     with pytest.raises(ValueError, match="holds 2 channels' models; this image has 3 channel"):
         denoise(recording, axes="CYX", device="cpu", model=tmp_path / "two")
+
+
+def test_a_sparse_volume_whose_sample_is_constant_is_predicted_plane_by_plane(recording, tmp_path):
+    from napari_noise2fast.engine import recording_sample
+
+    trained_job(recording[0], preview=False).save_model(tmp_path / "m")
+    volume = np.zeros((40, 64, 64), dtype=np.float32)
+    lone = next(i for i in range(40) if i not in recording_sample(40, (64, 64)))  # not in the sample
+    volume[lone] = recording[0]
+    out = denoise(volume, axes="ZYX", device="cpu", model=tmp_path / "m")
+    assert np.ptp(out[lone]) > 1  # not flattened by the sample's empty range (a constant output)
+    np.testing.assert_array_equal(out[lone], denoise(recording[0], device="cpu", model=tmp_path / "m"))
+    assert np.array_equal(out[lone - 1], volume[lone - 1])
+
+
+def test_a_resumed_output_goes_on_only_with_the_same_model(recording, tmp_path):
+    for name, seed in (("a", 0), ("b", 1)):
+        job = iter_denoise(recording[0], seed=seed, device="cpu", max_steps=10, validate_every=5, preview=False)
+        for _ in job:
+            pass
+        job.save_model(tmp_path / name)
+    stack = np.concatenate([recording] * 2)
+    store = str(tmp_path / "out.zarr")
+    job = iter_denoise(stack, axes="TYX", device="cpu", model=tmp_path / "a", out=store)
+    next(iter(job))  # one plane done, then interrupted
+    job.close()
+    with pytest.raises(ValueError):
+        iter_denoise(stack, axes="TYX", device="cpu", model=tmp_path / "b", out=store)
+    with pytest.raises(ValueError):
+        iter_denoise(stack, axes="TYX", device="cpu", model=tmp_path / "a", model_use="warm", out=store)
+    assert iter_denoise(stack, axes="TYX", device="cpu", model=tmp_path / "a", out=store) is not None
+
+
+def test_the_held_out_score_follows_the_network_shown():
+    from napari_noise2fast.engine import to_end
+
+    noisy = torch.rand(1, 1, 48, 48, generator=torch.Generator().manual_seed(0))
+    model = Noise2Fast(noisy, rng=np.random.default_rng(0), level=1 / 255, precision="float32", validate_every=2)
+    for _ in range(4):
+        model.step()
+    first = model.invariant_psnr()
+    assert model.invariant_psnr() == first  # the same network: the cached score
+    model.best_state = {name: value * 0.5 for name, value in model.best_state.items()}
+    model.best_mse *= 0.5  # a new best: a new network shown
+    again = model.invariant_psnr()
+    key = (model._best[0], tuple(n2f_phases()))
+    assert again != first and again == to_end(model._invariant_parts(model._best_network(), key, n2f_phases()))
+
+
+def n2f_phases():
+    from napari_noise2fast.methods.noise2fast import INVARIANT_PHASES
+
+    return INVARIANT_PHASES
+
+
+def test_the_cli_writes_the_output_even_where_no_model_can_be_saved(recording, tmp_path, capsys):
+    tifffile.imwrite(tmp_path / "one.tif", recording[0])
+    assert main([str(tmp_path / "one.tif"), "--max-steps", "3", "--device", "cpu", "-q",
+                 "--save-model", str(tmp_path / "m")]) == 1  # no validation within 3 steps: no model
+    assert (tmp_path / "one_N2F.tif").exists() and not (tmp_path / "m").exists()
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and error[0].startswith("noise2fast: error: --save-model") and "no trained model" in error[0]
+    assert main([str(tmp_path / "one.tif"), "--device", "cpu", "-q", "--overwrite",
+                 "--save-model", str(tmp_path / "missing" / "m")]) == 1
+    assert "its folder does not exist" in capsys.readouterr().err

@@ -23,7 +23,7 @@ from napari_noise2fast.engine import Event, PlaneRun, RecordingRun, recording_sa
 from napari_noise2fast.intensity import IntensityMap, cast, float_max, integer_bounds
 from napari_noise2fast.lazy import Planes, is_lazy, is_zarr_path, open_zarr
 from napari_noise2fast.methods import get_method
-from napari_noise2fast.models import MODEL_USES, SavedModel, load_model, save_model
+from napari_noise2fast.models import MODEL_USES, SavedModel, digest, load_model, save_model
 from napari_noise2fast.output import Output
 
 MIN_PLANE_SIZE = 8
@@ -137,7 +137,9 @@ class DenoiseJob:
             signature={"method": method, "stack": stack, "seed": seeds[0], "shape": list(image.shape),
                        "dtype": str(image.dtype), "out_dtype": str(np.dtype(out_dtype)),
                        "settings": {k: v for k, v in run_kwargs.items()
-                                    if k not in ("device", "output_every", "view_every")}})
+                                    if k not in ("device", "output_every", "view_every")},
+                       # a run resumed on it goes on with the same model, used the same way
+                       **({"model": {"digest": digest(loaded[0]), "use": loaded[1]}} if loaded else {})})
         # results as they are kept: normalised float32 and each plane's map back (None: the input plane
         # itself); with ``out``, written there instead
         self._results = np.empty(self._planes.shape if out is None else (0,), dtype=np.float32)
@@ -189,7 +191,13 @@ class DenoiseJob:
                 if all(self._done[indices]):
                     yield from self._resumed(indices)
                     continue
-                yield from self._recording_events(group, indices, self._sample(indices), trained=self._given(group))
+                sample = self._sample(indices)
+                if len(indices) > 1 and sample.min() == sample.max():  # no range to share: each plane its own
+                    for index in indices:
+                        yield from self._recording_events(group, [index], self._sample([index]),
+                                                          trained=self._given(group))
+                    continue
+                yield from self._recording_events(group, indices, sample, trained=self._given(group))
             return
         if self.stack != "recording":
             yield from self._plane_events(range(self.n_planes))
@@ -253,7 +261,8 @@ class DenoiseJob:
                     if k not in ("device", "max_steps", "output_every", "view_every", "preview")}
         from napari_noise2fast import __version__
 
-        model = SavedModel(method=self._method.name, settings=self._method.check_params(**settings),
+        preset = {"preset": settings["preset"]} if "preset" in settings else {}  # its None settings are its own
+        model = SavedModel(method=self._method.name, settings={**preset, **self._method.check_params(**settings)},
                            states=[self._trained[group][0] for group in range(groups)],
                            ranges=[self._trained[group][1] for group in range(groups)],
                            package_version=__version__)

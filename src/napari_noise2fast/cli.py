@@ -203,8 +203,8 @@ def write_tiff(path: Path, image: np.ndarray, axes: str, info: dict | None = Non
             os.remove(temporary)
 
 
-def denoise_with_progress(image, label: str, args, axes: str | None, out=None, client=None) -> tuple[np.ndarray, str]:
-    """Denoise with a tqdm bar; return the result and a summary of steps, validation PSNR and time."""
+def denoise_with_progress(image, label: str, args, axes: str | None, out=None, client=None) -> tuple:
+    """Denoise with a tqdm bar; return the result, a summary of steps, validation PSNR and time, and the job."""
     params = {"preset": args.preset} if args.preset else {}
     job = iter_denoise(image, axes=axes, device=args.device, seed=args.seed, max_steps=args.max_steps,
                        dtype=getattr(args, "dtype", None), stack=getattr(args, "stack", None), out=out,
@@ -232,10 +232,19 @@ def denoise_with_progress(image, label: str, args, axes: str | None, out=None, c
     summary = f"{steps} steps{planes}, best validation PSNR {best_text}, {seconds:.1f} s"
     if args.model is not None:
         summary += f", model {args.model} ({args.model_use})"
-    if args.save_model is not None:
+    return job.result(), summary, job
+
+
+def save_trained(job, args) -> str:
+    """``--save-model``, once the output is written: the summary's ending; InputError (one line) where the
+    model cannot be saved (none trained, e.g. no validation within --max-steps; an unwritable path)."""
+    if args.save_model is None:
+        return ""
+    try:
         job.save_model(args.save_model, overwrite=args.overwrite)
-        summary += f", model saved to {args.save_model}"
-    return job.result(), summary
+    except (ValueError, OSError) as error:
+        raise InputError(f"--save-model {args.save_model}: {getattr(error, 'strerror', None) or error}") from error
+    return f", model saved to {args.save_model}"
 
 
 def record(args) -> dict:
@@ -268,19 +277,23 @@ def denoise_to_zarr(source: Path, target: Path, args, client=None) -> str:
         out = zarr_output(target, tuple(image.shape), dtype, like=like, overwrite=args.overwrite)
     except OSError as error:
         raise InputError(f"cannot write {target}: {error.strerror or error}") from error
-    _, summary = denoise_with_progress(image, source.name, args, axes, out=out, client=client)
-    return summary
+    _, summary, job = denoise_with_progress(image, source.name, args, axes, out=out, client=client)
+    return summary + save_trained(job, args)
 
 
 def denoise_file(source: Path, target: Path, args, client=None) -> str:
     """One input denoised into ``target`` (a recording's planes predicted on the cluster of ``client``, if
-    given); its summary line. Also a task of its own on a worker when there are several inputs."""
+    given; planes trained one after another, ``--stack warm`` or ``independent`` or the reference preset,
+    run here); its summary line. Also a task of its own on a worker when there are several inputs."""
+    recording = args.stack in (None, "recording") and args.preset in (None, "fast")
+    client = client if recording or (args.model is not None and args.model_use == "predict") else None
     if is_zarr(source) or is_zarr(target):
         summary = denoise_to_zarr(source, target, args, client)
     else:
         image, axes, info = read_tiff(source, args.axes)
-        result, summary = denoise_with_progress(image, source.name, args, axes, client=client)
+        result, summary, job = denoise_with_progress(image, source.name, args, axes, client=client)
         write_tiff(target, result, axes, info, record(args))
+        summary += save_trained(job, args)
     return f"{source}: {summary} -> {target}"
 
 
@@ -309,7 +322,7 @@ def run_sample(args) -> int:
     from napari_noise2fast.samples import clean_cell, noisy_cell
 
     noisy, clean = noisy_cell(), clean_cell()
-    result, summary = denoise_with_progress(noisy, "sample", args, "YX")
+    result, summary, job = denoise_with_progress(noisy, "sample", args, "YX")
     data_range = clean.max() - clean.min()
     before = peak_signal_noise_ratio(clean, noisy.astype(np.float64), data_range=data_range)
     after = peak_signal_noise_ratio(clean, result.astype(np.float64), data_range=data_range)
@@ -318,6 +331,7 @@ def run_sample(args) -> int:
         target = target / "sample_N2F.tif"
     try:
         write_tiff(target, result, "YX")
+        summary += save_trained(job, args)
     except InputError as error:
         print(f"noise2fast: error: {error}", file=sys.stderr)
         return 1
@@ -381,6 +395,8 @@ def check_models(args, inputs: int) -> str | None:
             return f"--save-model {args.save_model} is a folder; give a file name"
         if args.save_model.exists() and not args.overwrite:
             return f"--save-model {args.save_model} exists; pass --overwrite to replace it"
+        if not args.save_model.absolute().parent.is_dir():
+            return f"--save-model {args.save_model}: its folder does not exist"
     if args.model is not None:
         try:
             load_model(args.model, "noise2fast")
@@ -456,7 +472,7 @@ def compare_main(argv: list[str]) -> int:
             reference = reference_for(source, args.reference, axes)
             with tqdm(desc=source.name, unit="step", leave=False, file=sys.stderr, disable=args.quiet) as bar:
                 def progress(method, event, bar=bar):
-                    bar.update(1)
+                    bar.update(0 if event.partial else 1)
                     bar.set_postfix(method=method, plane=f"{event.plane + 1}/{event.n_planes}")
 
                 result = compare(image, methods, reference=reference, time_budget=args.time_budget,
@@ -522,7 +538,9 @@ def main(argv: list[str] | None = None) -> int:
             from distributed import as_completed
 
             args.quiet = True  # no progress bars from the workers
-            tasks = {client.submit(denoise_file, source, target, args, pure=False): source
+            if args.model is not None:  # the workers' own working folders may differ from this one
+                args.model = args.model.absolute()
+            tasks = {client.submit(denoise_file, source.absolute(), target.absolute(), args, pure=False): source
                      for source, target in planned}
             for task in as_completed(tasks):
                 try:

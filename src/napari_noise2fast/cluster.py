@@ -11,6 +11,8 @@ Nothing here imports Qt or napari; ``distributed`` is imported only when a clien
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 
@@ -60,8 +62,11 @@ def check_client(client):
     return client
 
 
-# on a worker: the predictor of the model in use, built at its first plane: (the run's token, predictor)
-_PREDICTOR: tuple = (None, None)
+# on a worker: the predictors of the runs in use (by the run's token), each built at its first plane; a worker
+# of several threads may serve two runs at once
+_PREDICTORS: dict = {}
+_PREDICTORS_LOCK = threading.Lock()
+KEEP_PREDICTORS = 2
 
 
 # planes per task: enough tasks for every worker to have several (a slow worker does not hold up the end), as
@@ -71,10 +76,29 @@ TASKS_PER_WORKER = 4
 TASK_BYTES = 256 * 2**20
 
 
-def task_planes(planes: int, shape: tuple[int, int], workers: int) -> int:
-    """How many of ``planes`` planes of ``shape`` one task predicts on a cluster of ``workers`` workers."""
+def task_planes(planes: int, shape: tuple[int, int], threads: int) -> int:
+    """How many of ``planes`` planes of ``shape`` one task predicts on a cluster of ``threads`` worker
+    threads in all."""
     most = max(1, TASK_BYTES // (4 * shape[0] * shape[1]))
-    return max(1, min(most, -(-planes // (TASKS_PER_WORKER * max(1, workers)))))
+    return max(1, min(most, -(-planes // (TASKS_PER_WORKER * max(1, threads)))))
+
+
+def _predictor(token: str, method: str, spec: dict, state: dict):
+    """The predictor of run ``token`` on this worker, built once (on the run's device type where this worker
+    has one, else on the device ``"auto"`` finds here)."""
+    from napari_noise2fast.devices import resolve_device
+    from napari_noise2fast.methods import get_method
+
+    with _PREDICTORS_LOCK:
+        if token not in _PREDICTORS:
+            while len(_PREDICTORS) >= KEEP_PREDICTORS:  # the oldest run's network goes
+                _PREDICTORS.pop(next(iter(_PREDICTORS)))
+            try:
+                resolve_device(spec["device"])
+            except ValueError:  # trained on a GPU this worker lacks
+                spec = {**spec, "device": "auto"}
+            _PREDICTORS[token] = get_method(method).predictor(state, **spec)
+        return _PREDICTORS[token]
 
 
 def predict_planes(token: str, method: str, spec: dict, state: dict, sources: list[Source], plane_map) -> list:
@@ -84,9 +108,6 @@ def predict_planes(token: str, method: str, spec: dict, state: dict, sources: li
     plane's lowest and highest values."""
     import torch
 
-    from napari_noise2fast.methods import get_method
-
-    global _PREDICTOR
     results = []
     for source in sources:
         plane = source.read()
@@ -94,9 +115,6 @@ def predict_planes(token: str, method: str, spec: dict, state: dict, sources: li
         if low == high:
             results.append((None, low, high))
             continue
-        if _PREDICTOR[0] != token:
-            _PREDICTOR = (None, None)  # free the last run's network first
-            _PREDICTOR = (token, get_method(method).predictor(state, **spec))
         tensor = torch.from_numpy(plane_map.normalise(plane))[None, None]
-        results.append((_PREDICTOR[1](tensor).cpu().numpy(), low, high))
+        results.append((_predictor(token, method, spec, state)(tensor).cpu().numpy(), low, high))
     return results

@@ -120,7 +120,10 @@ class Event:
     stop_reason : str or None
         Why the plane stopped (``"patience"``, ``"max_steps"``, ``"cancelled"``,
         ``"constant"``; ``"budget"`` for a method's own step budget,
-        ``"complete"`` for one that ends by itself) on the final event.
+        ``"complete"`` for one that ends by itself; ``"resumed"`` for a plane a
+        resumed run found finished, or predicted by the model it stored;
+        ``"model"`` for a plane predicted by a model given, ``model=``) on the
+        final event.
     plane, n_planes : int
         Index of the 2D plane and number of planes in the whole job.
     planes_done : int
@@ -248,19 +251,21 @@ class Method(ABC):
         """Take one optimiser step; return the validation MSE, or None if it did not validate (or :data:`PART`:
         see :attr:`slice_seconds`)."""
 
-    def _sliced(self, name: str, make):
+    def _sliced(self, name: str, make, key=None):
         """Run ``make()``, a generator that yields between the parts of some work and returns its value, to its
         end; or, with :attr:`slice_seconds` set, until that long has passed at the end of a part: then
-        :data:`PART`, and the next call with the same ``name`` goes on where it stopped. Where the parts fall does
-        not depend on the time, so a seeded run computes the same either way."""
+        :data:`PART`, and the next call with the same ``name`` (and ``key``: what the work is of; work under
+        way for another key is dropped) goes on where it stopped. Where the parts fall does not depend on the
+        time, so a seeded run computes the same either way."""
         works = self.__dict__.setdefault("_works", {})
-        work = works.pop(name, None) or make()
+        pending = works.pop(name, None)
+        work = pending[1] if pending is not None and pending[0] == key else make()
         deadline = None if self.slice_seconds is None else time.perf_counter() + self.slice_seconds
         try:
             while True:
                 next(work)
                 if deadline is not None and time.perf_counter() >= deadline:
-                    works[name] = work
+                    works[name] = (key, work)
                     return PART
         except StopIteration as finished:
             return finished.value
@@ -624,6 +629,7 @@ class PlaneRun(_Run):
                 heldout = math.nan  # a finished run's stage is the method's own rule: no check then
                 while self.stop_reason is None and (heldout := self._check_stage(val_psnr)) is PART:
                     yield self._event(math.nan, with_output=False, partial=True)
+                heldout = math.nan if heldout is PART else heldout
                 if self.stop_reason is not None:
                     yield self._event(val_psnr, with_output=True, done=True, heldout=heldout)
                     return
@@ -856,7 +862,7 @@ class RecordingRun(_Run):
         token = uuid.uuid4().hex  # the workers build the network once for this run
         lazy = getattr(self.planes, "lazy", False)  # a lazy input: each worker reads its planes itself
         todo = [index for index in self.indices if index not in self.skip]
-        size = task_planes(len(todo), self.shape, len(self.client.scheduler_info()["workers"]))
+        size = task_planes(len(todo), self.shape, sum(self.client.nthreads().values()))
         tasks = {}
         for first in range(0, len(todo), size):
             indices = todo[first:first + size]

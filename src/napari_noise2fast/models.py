@@ -10,6 +10,7 @@ crafted file cannot run code when loaded.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -72,10 +73,14 @@ def load_model(path, method: str | None = None) -> SavedModel:
     file (a crafted pickle among them: nothing in it runs), a file of another format version, or a model of
     another method than ``method``."""
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"model {str(path)!r} is a folder; give the model file")
     if not path.is_file():
         raise ValueError(f"model file {str(path)!r} does not exist")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
+    except OSError as error:
+        raise ValueError(f"model {str(path)!r} cannot be read: {error.strerror or error}") from error
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, TypeError, AttributeError) as error:
         raise ValueError(f"model {str(path)!r} is not a napari-noise2fast model file (or holds more than tensors "
                          f"and plain values, which are not loaded): {str(error).splitlines()[0]}") from error
@@ -85,8 +90,22 @@ def load_model(path, method: str | None = None) -> SavedModel:
     if version != FORMAT_VERSION:
         raise ValueError(f"model {str(path)!r} was saved by napari-noise2fast {package} in model format {version}; "
                          f"this version reads format {FORMAT_VERSION} only: train the model again")
-    if method is not None and payload["method"] != method:
-        raise ValueError(f"model {str(path)!r} is a {payload['method']} model; it cannot be used by {method}")
-    return SavedModel(method=payload["method"], settings=json.loads(payload["settings"]),
-                      states=payload["states"], ranges=[tuple(r) for r in payload["ranges"]],
-                      package_version=package, format_version=version)
+    try:
+        saved = SavedModel(method=payload["method"], settings=json.loads(payload["settings"]),
+                           states=list(payload["states"]), ranges=[tuple(r) for r in payload["ranges"]],
+                           package_version=package, format_version=version)
+    except (KeyError, TypeError, ValueError) as error:
+        raise ValueError(f"model {str(path)!r} is an incomplete napari-noise2fast model file ({error!r})") from error
+    if method is not None and saved.method != method:
+        raise ValueError(f"model {str(path)!r} is a {saved.method} model; it cannot be used by {method}")
+    return saved
+
+
+def digest(model: SavedModel) -> str:
+    """A short fingerprint of the model's weights (a resumed run must go on with the same model)."""
+    hasher = hashlib.sha256()
+    for state in model.states:
+        for name, tensor in sorted(state.items()):
+            hasher.update(name.encode())
+            hasher.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return hasher.hexdigest()[:16]

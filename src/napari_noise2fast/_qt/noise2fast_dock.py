@@ -427,7 +427,7 @@ class Noise2FastWidget(WorkerDock):
         """Save the last run's trained model to ``path`` (default: asked with a file dialog, which confirms
         replacing a file); a notification where there is none. Returns the path saved to, or None."""
         if self.job is None or self.running:
-            show_info("Noise2Fast: save the model once a run has finished (or been stopped).")
+            show_info("Noise2Fast: save the model once a run has ended with a validated model.")
             return None
         if path is None:
             from qtpy.QtWidgets import QFileDialog

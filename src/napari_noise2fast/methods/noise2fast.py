@@ -821,14 +821,14 @@ class Noise2Fast(Method):
             return None
         if phases is None:
             phases = list(itertools.product(range(GRID), repeat=2))
+        network = self._best_network()  # first: its key is the network shown now
         key = (self._best[0], tuple(phases))
         if self._invariant[0] == key:  # the same network: the same score
             return self._invariant[1]
-        return self._sliced("invariant", lambda: self._invariant_parts(key, phases))
+        return self._sliced("invariant", lambda: self._invariant_parts(network, key, phases), key=key)
 
-    def _invariant_parts(self, key: tuple, phases):
+    def _invariant_parts(self, network: nn.Module, key: tuple, phases):
         """:meth:`invariant_psnr` a pass a part."""
-        network = self._best_network()
         regions = self.validation_set if self.bounded else [(0, (0, 0, *self.noisy.shape[-2:]))]
         shape = tuple(self.noisy.shape[-2:])
         total, count = 0.0, 0
