@@ -6,6 +6,7 @@ Every front end (the API, the command line, the napari widget) consumes the same
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 import uuid
@@ -426,6 +427,13 @@ class _Run:
         (see :meth:`PlaneRun.method_output`)."""
         return None
 
+    def _whole(self, call):
+        """``call()`` (a method's step or check, sliced: see :meth:`Method._sliced`) until it returns more than
+        :data:`PART`, with a partial event (:meth:`_partial`) each time it does; its value."""
+        while (value := call()) is PART:
+            yield self._partial()
+        return value
+
 
 class PlaneRun(_Run):
     """Train ``method`` on one 2D plane, as an iterator of :class:`Event`.
@@ -556,6 +564,9 @@ class PlaneRun(_Run):
             return np.asarray(self._plane, dtype=self.map.display_dtype()).copy()
         return self.map.back(normalised, self.map.display_dtype())
 
+    def _partial(self) -> Event:
+        return self._event(math.nan, with_output=False, partial=True)
+
     def _event(self, val_psnr: float, with_output: bool, done: bool = False, with_view: bool = False,
                heldout: float = math.nan, partial: bool = False) -> Event:
         output = view = None
@@ -617,19 +628,15 @@ class PlaneRun(_Run):
             if self.model.initial_mse is not None:
                 self.best_val_psnr = max(self.best_val_psnr, mse_to_psnr(self.model.initial_mse))
             while True:
-                mse = self.model.step()
-                if mse is PART:
-                    yield self._event(math.nan, with_output=False, partial=True)
-                    continue
+                mse = yield from self._whole(self.model.step)
                 val_psnr = math.nan if mse is None else mse_to_psnr(mse)
                 self.step += 1
                 if val_psnr > self.best_val_psnr:
                     self.best_val_psnr = val_psnr
                 self._check_stop()
-                heldout = math.nan  # a finished run's stage is the method's own rule: no check then
-                while self.stop_reason is None and (heldout := self._check_stage(val_psnr)) is PART:
-                    yield self._event(math.nan, with_output=False, partial=True)
-                heldout = math.nan if heldout is PART else heldout
+                # a finished run's stage is the method's own rule: no check then
+                heldout = math.nan if self.stop_reason is not None else \
+                    (yield from self._whole(functools.partial(self._check_stage, val_psnr)))
                 if self.stop_reason is not None:
                     yield self._event(val_psnr, with_output=True, done=True, heldout=heldout)
                     return
@@ -780,6 +787,9 @@ class RecordingRun(_Run):
         """A plane (H, W) as read, normalised by the recording's map, on the device: (1, 1, H, W)."""
         return torch.from_numpy(self.map.normalise(plane)).to(self.device)[None, None]
 
+    def _partial(self) -> Event:
+        return self._event(math.nan, self.indices[0], self.step, partial=True)
+
     def _event(self, val_psnr: float, plane: int, step: int, output=None, view=None, done=False,
                reason: str | None = None, partial: bool = False) -> Event:
         countdown = self.model.countdown() if self.model is not None and self.plane_index >= 0 else None
@@ -804,10 +814,7 @@ class RecordingRun(_Run):
                 self.model.load_trained(self.trained)
                 self.stop_reason = self.trained_reason
             while self.stop_reason is None:
-                mse = self.model.step()
-                if mse is PART:
-                    yield self._event(math.nan, self.indices[0], self.step, partial=True)
-                    continue
+                mse = yield from self._whole(self.model.step)
                 val_psnr = math.nan if mse is None else mse_to_psnr(mse)
                 self.step += 1
                 self.best_val_psnr = max(self.best_val_psnr, val_psnr) if not math.isnan(val_psnr) \
@@ -822,25 +829,20 @@ class RecordingRun(_Run):
             if self.trained is None and self.on_trained is not None:
                 self.on_trained(self.model.trained_state())
             self.plane_index = -1
-            if self.client is not None:
-                yield from self._predicted_on_cluster(val_psnr)
-                return
-            for index in self.indices:
-                first = index == self.indices[0]  # its event carries the last step's number and validation
-                step, val_psnr = (self.step, val_psnr) if first else (0, math.nan)
-                if index in self.skip:
-                    yield self._event(val_psnr, index, step, done=True, reason="resumed")
-                    continue
-                plane = np.asarray(self.planes[index])
-                if plane.min() == plane.max():  # a constant plane comes back unchanged, as on its own
-                    if self.keep is not None:
-                        self.keep(index, None)
-                    yield self._event(val_psnr, index, step, plane.astype(np.float32), done=True, reason="constant")
-                    continue
-                normalised = _as_numpy(self.model.predict_plane(self._tensor(plane)))  # the plane read above
-                if self.keep is not None:
-                    self.keep(index, normalised)
-                yield self._event(val_psnr, index, step, self._intensity(normalised), done=True)
+            step = self.step  # the first plane's event carries the last step's number and validation
+            predicted = self._predicted_here() if self.client is None else self._predicted_on_cluster()
+            for index, reason, value in predicted:
+                if reason == "resumed":
+                    output = None
+                elif reason == "constant":  # a constant plane comes back unchanged, as on its own
+                    output = value.astype(np.float32)
+                    value = None
+                else:
+                    output = self._intensity(value)
+                if self.keep is not None and reason != "resumed":
+                    self.keep(index, value)
+                yield self._event(val_psnr, index, step, output, done=True, reason=reason)
+                step, val_psnr = 0, math.nan
         finally:
             if self.stop_reason is None:
                 self.stop_reason = "cancelled"
@@ -848,11 +850,24 @@ class RecordingRun(_Run):
     def _intensity(self, normalised):
         return None if normalised is None else self.map.back(normalised, self.map.display_dtype())
 
-    def _predicted_on_cluster(self, val_psnr: float) -> Iterator[Event]:
-        """Every plane but those to ``skip`` predicted on the cluster of ``client`` (see
-        :mod:`napari_noise2fast.cluster`): the weights sent to each worker once, then the planes in tasks of
-        a few each (:func:`~napari_noise2fast.cluster.task_planes`); an event per plane as its task finishes
-        (the first carries the training's steps and last validation)."""
+    def _predicted_here(self) -> Iterator[tuple]:
+        """``(index, reason, value)`` for each plane in order: ``"resumed"`` (to ``skip``, value None),
+        ``"constant"`` (value the plane), else reason None and the normalised output."""
+        for index in self.indices:
+            if index in self.skip:
+                yield index, "resumed", None
+                continue
+            plane = np.asarray(self.planes[index])
+            if plane.min() == plane.max():
+                yield index, "constant", plane
+                continue
+            yield index, None, _as_numpy(self.model.predict_plane(self._tensor(plane)))  # the plane read above
+
+    def _predicted_on_cluster(self) -> Iterator[tuple]:
+        """As :meth:`_predicted_here`, every plane but those to ``skip`` predicted on the cluster of ``client``
+        (see :mod:`napari_noise2fast.cluster`): the weights sent to each worker once, then the planes in tasks
+        of a few each (:func:`~napari_noise2fast.cluster.task_planes`), yielded as their tasks finish (the
+        planes to ``skip`` first)."""
         from distributed import as_completed
 
         from napari_noise2fast.cluster import Source, predict_planes, task_planes
@@ -870,23 +885,17 @@ class RecordingRun(_Run):
                        else Source(np.asarray(self.planes[index])) for index in indices]
             tasks[self.client.submit(predict_planes, token, self.method_cls.name, spec, state, sources, self.map,
                                      pure=False)] = indices
-        step = self.step
         for index in self.skip:
-            yield self._event(val_psnr, index, step, done=True, reason="resumed")
-            step, val_psnr = 0, math.nan
+            yield index, "resumed", None
         try:
             for task in as_completed(tasks):
                 for index, (normalised, low, high) in zip(tasks.pop(task), task.result(), strict=True):
                     if lazy:
                         self.planes.seen(low, high)
-                    if self.keep is not None:
-                        self.keep(index, normalised)
-                    if normalised is None:  # a constant plane comes back unchanged, as on its own
-                        plane = np.asarray(self.planes[index]).astype(np.float32)
-                        yield self._event(val_psnr, index, step, plane, done=True, reason="constant")
+                    if normalised is None:
+                        yield index, "constant", np.asarray(self.planes[index])
                     else:
-                        yield self._event(val_psnr, index, step, self._intensity(normalised), done=True)
-                    step, val_psnr = 0, math.nan
+                        yield index, None, normalised
         finally:
             for task in tasks:  # stopped: the planes not predicted yet are not
                 task.cancel()
