@@ -234,8 +234,8 @@ class DenoiseJob:
         return None if state is None else {"best": state, "network": state, "optimizer": None}
 
     def _group_of(self, index: int) -> int:
-        return 0 if self._channel is None else next(
-            group for group, indices in enumerate(self._channel_groups()) if index in indices)
+        """The channel group of plane ``index`` (its position along the channel axis; 0 without one)."""
+        return 0 if self._channel is None else int(np.unravel_index(index, self._moved_shape[:-2])[self._channel])
 
     @property
     def has_model(self) -> bool:
@@ -548,6 +548,11 @@ def _load(model, model_use: str, method: str, channels: int) -> tuple[SavedModel
         raise ValueError(f"model {str(model)!r} holds {len(saved.states)} channels' models; this image has "
                          f"{channels} channel(s)")
     return saved, model_use
+
+
+def resolved_stack(method: str, stack: str | None, params: dict) -> str:
+    """What ``stack`` becomes for ``method`` with ``params`` (None: its default; see :func:`denoise`)."""
+    return _stack_params(get_method(method), stack, params)["stack"]
 
 
 def _stack_params(method_cls, stack: str | None, params: dict) -> dict:

@@ -22,7 +22,7 @@ import numpy as np
 import tifffile
 from tqdm import tqdm
 
-from napari_noise2fast.api import STACKS, iter_denoise
+from napari_noise2fast.api import STACKS, iter_denoise, resolved_stack
 from napari_noise2fast.lazy import ome_multiscales, open_zarr
 from napari_noise2fast.models import MODEL_USES, load_model
 from napari_noise2fast.output import ATTRS_KEY, new_plane_store
@@ -285,8 +285,9 @@ def denoise_file(source: Path, target: Path, args, client=None) -> str:
     """One input denoised into ``target`` (a recording's planes predicted on the cluster of ``client``, if
     given; planes trained one after another, ``--stack warm`` or ``independent`` or the reference preset,
     run here); its summary line. Also a task of its own on a worker when there are several inputs."""
-    recording = args.stack in (None, "recording") and args.preset in (None, "fast")
-    client = client if recording or (args.model is not None and args.model_use == "predict") else None
+    recording = resolved_stack("noise2fast", args.stack, {"preset": args.preset} if args.preset else {})
+    predicting = args.model is not None and args.model_use == "predict"
+    client = client if recording == "recording" or predicting else None
     if is_zarr(source) or is_zarr(target):
         summary = denoise_to_zarr(source, target, args, client)
     else:
@@ -374,6 +375,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--sample", action="store_true", help="denoise the bundled sample image")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     return parser
+
+
+def error_line(source: Path, error: Exception) -> str:
+    """The line an input's error is reported on: an InputError names its input already."""
+    return str(error) if isinstance(error, InputError) else f"{source}: {error}"
 
 
 def positive_int(text: str) -> int:
@@ -479,7 +485,7 @@ def compare_main(argv: list[str]) -> int:
                                  equal_time=args.equal_time, axes=axes, seed=args.seed, device=args.device,
                                  progress=progress)
         except (InputError, ValueError) as error:
-            errors.append(str(error) if isinstance(error, InputError) else f"{source}: {error}")
+            errors.append(error_line(source, error))
             continue
         print(f"\n{source}" + (" (equal time)" if args.equal_time else "") + "\n" + result.table(), flush=True)
         for method, target in zip(methods, targets, strict=False):
@@ -546,13 +552,13 @@ def main(argv: list[str] | None = None) -> int:
                 try:
                     print(task.result(), flush=True)
                 except (InputError, ValueError) as error:
-                    errors.append(str(error) if isinstance(error, InputError) else f"{tasks[task]}: {error}")
+                    errors.append(error_line(tasks[task], error))
         else:
             for source, target in planned:
                 try:
                     print(denoise_file(source, target, args, client), flush=True)
                 except (InputError, ValueError) as error:
-                    errors.append(str(error) if isinstance(error, InputError) else f"{source}: {error}")
+                    errors.append(error_line(source, error))
     finally:
         if client is not None:
             cluster = client.cluster

@@ -28,9 +28,10 @@ class Source:
         """The plane (H, W); ValueError for NaN or infinite values, as a plane read where the job runs."""
         if self.location is None:
             return np.asarray(self.image)
+        from napari_noise2fast.lazy import check_finite
+
         plane = np.asarray(self.image[self.location])
-        if plane.dtype.kind == "f" and not np.all(np.isfinite(plane)):
-            raise ValueError("image contains NaN or infinite values; replace them before denoising")
+        check_finite(plane)
         return plane.T if self.transposed else plane
 
 

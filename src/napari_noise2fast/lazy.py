@@ -153,7 +153,12 @@ class Planes:
         self.reads += 1
         if block.size == 0:
             return block
-        if block.dtype.kind == "f" and not np.all(np.isfinite(block)):
-            raise ValueError("image contains NaN or infinite values; replace them before denoising")
+        check_finite(block)
         self.seen(block.min(), block.max())
         return block
+
+
+def check_finite(block: np.ndarray) -> None:
+    """ValueError for NaN or infinite values in ``block`` (read lazily, here or on a worker of a cluster)."""
+    if block.dtype.kind == "f" and not np.all(np.isfinite(block)):
+        raise ValueError("image contains NaN or infinite values; replace them before denoising")

@@ -60,12 +60,17 @@ def save_model(path, model: SavedModel, overwrite: bool = False) -> Path:
         "states": [{name: tensor.detach().to("cpu").contiguous() for name, tensor in state.items()}
                    for state in model.states],
     }
+    write_torch(path, payload)
+    return path
+
+
+def write_torch(path: Path, payload) -> None:
+    """``torch.save`` of ``payload`` (tensors and plain values) to ``path``, never left half written."""
     buffer = io.BytesIO()
     torch.save(payload, buffer)
     temporary = path.with_name(f".{path.name}.part")
     temporary.write_bytes(buffer.getvalue())
     os.replace(temporary, path)
-    return path
 
 
 def load_model(path, method: str | None = None) -> SavedModel:

@@ -10,16 +10,15 @@ recording beside the array (``<path>/noise2fast/``), so the resumed run predicts
 
 from __future__ import annotations
 
-import io
 import itertools
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from napari_noise2fast.lazy import is_lazy, is_zarr_path
+from napari_noise2fast.models import write_torch
 
 ATTRS_KEY = "noise2fast"
 
@@ -157,11 +156,7 @@ class Output:
         if path is None or state is None:
             return
         path.parent.mkdir(parents=True, exist_ok=True)
-        buffer = io.BytesIO()
-        torch.save(state, buffer)
-        temporary = path.with_suffix(".part")
-        temporary.write_bytes(buffer.getvalue())
-        os.replace(temporary, path)  # never a half-written model
+        write_torch(path, state)
 
     def load_model(self, group) -> dict | None:
         path = self.model_path(group)

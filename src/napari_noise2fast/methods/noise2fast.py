@@ -556,7 +556,7 @@ class Noise2Fast(Method):
         batches = self.training_batch()
         pixels = sum(target.numel() for _, target, _ in batches)
         for source, target, inner in batches:
-            if len(batches) == 1 and not self.bounded:  # as the published code: the mean over the pair
+            if not self.bounded:  # one batch, the whole pair: as the published code, the mean over it
                 with self._autocast():
                     logits = self.network(source)[(..., *inner)]
                 F.binary_cross_entropy_with_logits(logits.float(), target).backward()
@@ -667,12 +667,9 @@ class Noise2Fast(Method):
         self.best_state = {name: tensor.to(self.noisy.device) for name, tensor in state.items()}
         self.best_mse = -math.inf  # a key of its own for the rebuilt best network
 
-    def _subset_mse(self, network: nn.Module) -> float:
-        """Validation MSE on the fixed tiles, each predicted with its receptive field's context."""
-        return to_end(self._subset_parts(network))
-
     def _subset_parts(self, network: nn.Module):
-        """:meth:`_subset_mse` a tile a part."""
+        """Validation MSE on the fixed tiles, each predicted with its receptive field's context; a generator
+        of parts, a tile each (:func:`~napari_noise2fast.engine.to_end` runs it whole)."""
         shape = tuple(self.noisy.shape[-2:])
         total, count = 0.0, 0
         forward = self._forward(network)
