@@ -91,3 +91,14 @@ def test_the_cli_runs_files_as_tasks_on_workers_and_a_recording_on_a_scheduler(c
         "noise2fast: error: give --scheduler or --workers, not both"
     with pytest.raises(SystemExit):
         main([str(tmp_path / "a.tif"), "--workers", "0"])
+
+
+def test_a_local_cluster_leaves_this_process_environment_as_it_was():
+    import os
+
+    from napari_noise2fast.cluster import local_cluster
+
+    before = dict(os.environ)
+    with local_cluster(1):
+        assert dict(os.environ) == before  # the nannies set OMP_NUM_THREADS=1 here to spawn their workers
+    assert dict(os.environ) == before

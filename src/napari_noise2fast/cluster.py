@@ -11,6 +11,7 @@ Nothing here imports Qt or napari; ``distributed`` is imported only when a clien
 
 from __future__ import annotations
 
+import os
 import threading
 
 import numpy as np
@@ -41,13 +42,20 @@ def local_cluster(workers: int, malloc_trim: bool = False):
     it glibc returns memory to the system after every large free, and a worker's prediction took 1.75x as
     long as in this process (a throwaway timing of 40 planes of 256x256, one thread; see
     benchmarks/RESULTS.md). On a cluster of your own, set the dask config key
-    ``distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_`` to null for the same."""
+    ``distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_`` to null for the same. This process's
+    environment is left as it was."""
     import dask
     from distributed import LocalCluster
 
     unset = {} if malloc_trim else {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
-    with dask.config.set(unset):
-        return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0")
+    environ = dict(os.environ)
+    try:
+        with dask.config.set(unset):
+            return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0")
+    finally:  # the nannies set OMP_NUM_THREADS=1 and more in this process's environment to spawn the workers:
+        # left there, every process started from here later (a subprocess) would run one thread
+        os.environ.clear()
+        os.environ.update(environ)
 
 
 def check_client(client):
