@@ -39,8 +39,8 @@ class Source:
 def local_cluster(workers: int, malloc_trim: bool = False):
     """A ``distributed.LocalCluster`` of ``workers`` worker processes with one thread each, without the
     ``MALLOC_TRIM_THRESHOLD_=65536`` that dask's nannies set by default (``malloc_trim=True`` keeps it): with
-    it glibc returns memory to the system after every large free, and a worker's prediction took 1.75x as
-    long as in this process (a throwaway timing of 40 planes of 256x256, one thread; see
+    it glibc returns memory to the system after every large free, and two workers took 1.21x as long to
+    predict a 200-frame recording (one run of benchmarks/distributed_scaling.py, Intel Xeon with AMX; see
     benchmarks/RESULTS.md). On a cluster of your own, set the dask config key
     ``distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_`` to null for the same. This process's
     environment is left as it was."""

@@ -36,8 +36,8 @@ VALIDATION_TILE = 128
 OUTPUTS_MEMORY = 256 * 2**20  # bytes: a longer window of outputs keeps weight snapshots instead
 VIEW_PIXELS = 512 * 512  # pixels predicted per call of Noise2Fast.view in bounded mode
 # A bounded step's backward passes take this many crops each (of 8 at the default budget), so that a step can hand
-# back between them (Method.slice_seconds); on one thread a step took the same time or less in parts of 2 as in
-# one batch of 8 (bfloat16 0.46 against 0.55 s, float32 1.94 against 2.40 s, Intel Xeon with AMX)
+# back between them (Method.slice_seconds); on one thread a step's backward passes in parts of 2 took 0.83x the
+# time of one batch of 8 in bfloat16, 0.81x in float32 (both ways in one run, Intel Xeon with AMX)
 PART_CROPS = 2
 
 # Right after a start the averaged weights are close to their initial ones and the first validation scores
