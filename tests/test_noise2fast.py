@@ -12,6 +12,7 @@ from skimage.metrics import peak_signal_noise_ratio
 from napari_noise2fast import PlaneRun, iter_denoise
 from napari_noise2fast.engine import mse_to_psnr
 from napari_noise2fast.methods.noise2fast import Noise2Fast
+from napari_noise2fast.methods import noise2fast as noise2fast_module
 
 
 def psnr(clean, image):
@@ -412,6 +413,18 @@ def test_start_patience_gives_way_to_patience_once_the_first_validation_is_beate
     model = run_on_schedule(lambda n: schedule[n - 1], start_patience=200)
     assert model.stop_reason == "patience"
     assert model.steps == 30 + 60  # the best at step 30, then six validations without a better one
+
+
+@pytest.mark.parametrize("margin, stop", [(0.0, 80), (1.0, 230)])
+def test_start_patience_holds_while_the_best_is_barely_above_a_flat_image(monkeypatch, margin, stop):
+    # The trace of Set12 12 at 1024x1024, seed 1 (bounded): 0.1 dB above a flat image's validation at step 10,
+    # 0.6 at step 20, then flat; patience 50 from step 20 stopped it at step 80, 1.6 dB short of seed 0
+    monkeypatch.setattr(noise2fast_module, "START_MARGIN_DB", margin)
+    noisy = torch.rand(1, 1, 16, 16, generator=torch.Generator().manual_seed(2))
+    flat = -10 * math.log10(float(torch.var(noisy.double(), unbiased=False)))
+    schedule = [flat + 0.1, flat + 0.6] + [flat] * 40
+    model = run_on_schedule(lambda n: schedule[n - 1], start_patience=200)
+    assert model.stop_reason == "patience" and model.steps == stop
 
 
 def test_raw_start_shows_the_training_network_until_its_average_catches_up_and_counts_the_average_alone():
