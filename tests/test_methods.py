@@ -34,7 +34,8 @@ def psnr(clean, image):
 
 
 def test_every_method_is_registered_with_a_display_name():
-    assert set(METHODS) == {"noise2fast", "self2self", "zs-n2n", "noise2self", "noise2void", "calibrated", "bm3d"}
+    assert set(METHODS) == {"noise2fast", "self2self", "zs-n2n", "noise2self", "noise2void", "pn2v", "calibrated",
+                            "bm3d"}
     assert all(get_method(name).display_name for name in METHODS)
 
 

@@ -17,6 +17,8 @@ _PUBLIC = {
     "compare": "napari_noise2fast.comparison",
     "iter_compare": "napari_noise2fast.comparison",
     "Event": "napari_noise2fast.engine",
+    "NoiseModel": "napari_noise2fast.noise",
+    "estimate_noise": "napari_noise2fast.noise",
     "PlaneRun": "napari_noise2fast.engine",
 }
 __all__ = [*sorted(_PUBLIC), "__version__"]

@@ -24,6 +24,7 @@ from napari_noise2fast.intensity import IntensityMap, cast, float_max, integer_b
 from napari_noise2fast.lazy import Planes, is_lazy, is_zarr_path, open_zarr
 from napari_noise2fast.methods import get_method
 from napari_noise2fast.models import MODEL_USES, SavedModel, digest, load_model, save_model
+from napari_noise2fast.noise import NoiseModel, learned_noise_model
 from napari_noise2fast.output import Output
 
 MIN_PLANE_SIZE = 8
@@ -159,6 +160,7 @@ class DenoiseJob:
         # each channel group's trained model as training ends (the last plane's, planes trained one by one):
         # (weights on the CPU, the (low, high) its planes were normalised from), for :meth:`save_model`
         self._trained: dict[int, tuple[dict, tuple[float, float]]] = {}
+        self._noise: dict[int, NoiseModel] = {}  # each channel group's fitted noise model (PN2V), image units
         self.out_dtype = out_dtype
         self.current: PlaneRun | RecordingRun | None = None
         self.events: Iterator[Event] = self._counted(self._events())
@@ -271,6 +273,30 @@ class DenoiseJob:
     def _remember(self, index: int, state: dict | None, plane_map: IntensityMap) -> None:
         if state is not None:
             self._trained[self._group_of(index)] = (state, (float(plane_map.low), float(plane_map.high)))
+        fitted = self._fitted_noise(self.current)
+        if fitted is not None:
+            self._noise[self._group_of(index)] = fitted
+
+    def _fitted_noise(self, run) -> NoiseModel | None:
+        model = None if run is None else run.model
+        noise = getattr(model, "noise_model", lambda: None)() if model is not None else None
+        if noise is None or run.map.constant:
+            return None
+        return learned_noise_model(noise, self._method.name, float(run.map.low), run.map.range)
+
+    def noise_model(self, channel: int = 0) -> NoiseModel | None:
+        """The noise model the method fitted (PN2V; see :func:`~napari_noise2fast.estimate_noise`) for the
+        planes of ``channel`` (0 without a channel axis), in the image's units: the recording's, or the last
+        plane's trained; the plane's in the making where none has finished. None where the method fits no
+        noise model or has not fitted it yet."""
+        if channel in self._noise:
+            return self._noise[channel]
+        run = self.current
+        index = getattr(run, "plane_index", -1)
+        indices = getattr(run, "indices", [index])
+        if run is None or not indices or self._group_of(indices[0]) != channel:
+            return None
+        return self._fitted_noise(run)
 
     def _counted(self, events: Iterator[Event]) -> Iterator[Event]:
         """``events`` with the job's progress in planes: ``planes_done`` and the ``eta`` of the rest."""
@@ -353,6 +379,9 @@ class DenoiseJob:
         if run.trained is not None:  # nothing to train: the model is already the one to save
             self._remember(indices[0], run.trained, run.map)
         yield from run
+        fitted = self._fitted_noise(run)  # a model given (or resumed) brings its noise model
+        if fitted is not None:
+            self._noise[group] = fitted
         self.current = None
 
     def _store(self, index: int, normalised: np.ndarray | None, plane_map: IntensityMap | None) -> None:

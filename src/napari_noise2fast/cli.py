@@ -6,6 +6,7 @@
                                          # again after an interruption and it goes on where it stopped
     noise2fast --sample                  # the bundled sample, with PSNR against its clean version
     noise2fast compare image.tif --methods noise2fast,calibrated,zs-n2n --reference clean.tif
+    noise2fast noise image.tif --method vst
 """
 
 from __future__ import annotations
@@ -508,11 +509,51 @@ def compare_main(argv: list[str]) -> int:
     return 1 if errors else 0
 
 
+def noise_main(argv: list[str]) -> int:
+    """``noise2fast noise``: each file's noise against its signal (see :func:`napari_noise2fast.estimate_noise`)."""
+    from napari_noise2fast.noise import ESTIMATORS, estimate_noise
+
+    parser = ArgumentParser(
+        prog="noise2fast noise",
+        description="Learn each file's noise from the file alone and print its standard deviation against the "
+                    "signal, and the line variance = gain * signal + read through it (a detector's gain is its "
+                    "slope).")
+    parser.add_argument("paths", nargs="+", type=Path, help="TIFF files or folders of TIFF files")
+    parser.add_argument("--method", choices=ESTIMATORS, default="pn2v",
+                        help="pn2v: PN2V's bootstrap (Noise2Void, then a Gaussian mixture; minutes); vst: the "
+                             "blind line through 7x7 local statistics (seconds) (default: %(default)s)")
+    parser.add_argument("--axes", default=None, help="axes of every input (default: from the file)")
+    parser.add_argument("--points", type=int, default=8, help="signal levels to print (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args(argv)
+    files, errors = collect_inputs(args.paths)
+    for source in files:
+        try:
+            image, axes, _ = read_tiff(source, args.axes)
+            if set(axes.upper()) & {"C", "S"}:
+                raise InputError(f"{source.name}: one channel at a time (its axes are {axes})")
+            model = estimate_noise(image, args.method, seed=args.seed, device=args.device)
+        except (InputError, ValueError) as error:
+            errors.append(error_line(source, error))
+            continue
+        signals, stds = model.curve(max(args.points, 2))
+        print(f"\n{source} ({args.method}): variance = {model.gain:.6g} * signal + {model.read:.6g}")
+        print("| signal | noise std |\n|---|---|")
+        for signal, std in zip(signals, stds, strict=True):
+            print(f"| {signal:.6g} | {std:.4g} |", flush=True)
+    for error in errors:
+        print(f"noise2fast noise: error: {error}", file=sys.stderr)
+    return 1 if errors else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     logging.getLogger("tifffile").setLevel(logging.ERROR)  # a bad file is reported on one line, not logged too
     if argv and argv[0] == "compare":
         return compare_main(argv[1:])
+    if argv and argv[0] == "noise":
+        return noise_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     if not args.sample and not args.paths:

@@ -20,6 +20,7 @@ from napari_noise2fast.api import DenoiseJob, check_denoise, count_planes, iter_
 from napari_noise2fast.checks import check_bool, check_positive_or_none, check_real
 from napari_noise2fast.engine import Event
 from napari_noise2fast.methods import get_method
+from napari_noise2fast.noise import NoiseModel, estimate_noise
 
 DEFAULT_METHODS = ("noise2fast", "calibrated")
 # Step budgets large enough that a method's time, not its steps, ends it under "equal time".
@@ -85,6 +86,9 @@ class Comparison:
     curves: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
     curve_kind: str = "validation PSNR"
     noisy: Row | None = None  # the noisy input against the reference (with one): the bar to clear
+    # the noise models the methods fitted (PN2V...), and "vst", the blind line through the first plane's local
+    # statistics beside them (image units; see napari_noise2fast.estimate_noise)
+    noise_models: dict[str, NoiseModel] = field(default_factory=dict)
 
     def all_rows(self) -> list[Row]:
         """The noisy input's row (with a reference), then the methods'."""
@@ -283,6 +287,11 @@ def iter_compare(
         comparison.outputs[name] = output
         psnr, ssim = quality(reference, output) if reference is not None else (None, None)
         comparison.rows.append(Row(name, get_method(name).display_name, steps, seconds, best_val, psnr, ssim, stop))
+        fitted = job.noise_model()
+        if fitted is not None:
+            if "vst" not in comparison.noise_models:
+                comparison.noise_models["vst"] = estimate_noise(image[job.plane_location(0)], "vst")
+            comparison.noise_models[name] = fitted
         if equal_time and name == "noise2fast":
             budget = seconds
     return comparison

@@ -12,11 +12,12 @@ METHOD_NAMES = {
     "zs-n2n": "ZS-N2N",
     "noise2self": "Noise2Self",
     "noise2void": "Noise2Void",
+    "pn2v": "PN2V (bootstrapped)",
     "calibrated": "Calibrated classical",
     "bm3d": "BM3D (optional)",
 }
 # method key -> the short name in output layer names ("<input> [short]"), to fit napari's layer list
-SHORT_NAMES = {**METHOD_NAMES, "calibrated": "Calibrated", "bm3d": "BM3D"}
+SHORT_NAMES = {**METHOD_NAMES, "pn2v": "PN2V", "calibrated": "Calibrated", "bm3d": "BM3D"}
 PRESET_NAMES = ("fast", "reference")
 
 

@@ -72,10 +72,11 @@ def tiles(shape: tuple[int, int], side: int, margin: int, multiple: int = 1):
 
 
 def predict_in_tiles(forward: Callable[[torch.Tensor], torch.Tensor], image: torch.Tensor, margin: int,
-                     bytes_per_pixel: float, multiple: int = 1) -> torch.Tensor:
-    """``forward`` applied to ``image`` (shape (1, C, H, W)) tile by tile; the (H, W) float32 output.
+                     bytes_per_pixel: float, multiple: int = 1, outputs: int = 1) -> torch.Tensor:
+    """``forward`` applied to ``image`` (shape (1, C, H, W)) tile by tile; the (H, W) float32 output
+    (``outputs`` > 1: (outputs, H, W)).
 
-    ``forward`` maps a (1, C, h, w) tensor to (1, 1, h, w). ``margin`` must be at least the network's
+    ``forward`` maps a (1, C, h, w) tensor to (1, outputs, h, w). ``margin`` must be at least the network's
     receptive-field radius: every tile is cut with that much real context on each side that is not the
     plane's edge, so each kept centre equals the whole-plane output there. A plane that fits one tile is
     passed whole, exactly as without tiling. ``multiple``: see :func:`tiles` (the plane's own height and
@@ -83,11 +84,12 @@ def predict_in_tiles(forward: Callable[[torch.Tensor], torch.Tensor], image: tor
     """
     height, width = image.shape[-2:]
     side = tile_side(image.device, bytes_per_pixel, margin)
+    channel = 0 if outputs == 1 else slice(None)
     if side >= height and side >= width:
-        return forward(image)[0, 0].float()
-    output = torch.empty((height, width), dtype=torch.float32, device=image.device)
+        return forward(image)[0, channel].float()
+    output = torch.empty((outputs, height, width)[outputs == 1:], dtype=torch.float32, device=image.device)
     for kept, cut, inner in tiles((height, width), side, margin, multiple):
-        output[kept] = forward(image[(..., *cut)])[0, 0][inner].float()
+        output[(..., *kept)] = forward(image[(..., *cut)])[0, channel][(..., *inner)].float()
     return output
 
 

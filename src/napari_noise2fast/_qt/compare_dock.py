@@ -46,6 +46,11 @@ OWN_SCORE_TIP = ("Each method's own validation score against the noisy image. Me
                  "(a held-out pixel, a masked pixel, a chequerboard half...), so this column does not compare across "
                  "rows: compare PSNR and SSIM against a reference instead.")
 BEST_MARK = " ★"
+NOISE_TIP = ("The image's noise as the methods learned it: its standard deviation against the signal. A camera's "
+             "or photomultiplier's noise is Poisson-Gaussian: variance = gain x signal + read, so the slope of "
+             "variance against signal is the gain (intensity units per photon or electron) and the signal where "
+             "the line's variance falls to the read noise's is the offset.")
+NOISE_NAMES = {"vst": "blind line (7x7)"}
 
 
 def throttled_compare(runs, min_interval: float):
@@ -95,6 +100,12 @@ class CompareWidget(WorkerDock):
         self.add_native(self.plot.widget)
         self.add_native(self.table)
         self.add_native(self.copy_button.native)
+        # the noise models the methods fitted (PN2V), with the blind line through local statistics: noise
+        # standard deviation against the signal, in the layer's units; shown once there is one
+        self.noise_plot = ThemedPlot(self.viewer, "signal", "noise std", min_height=180)
+        self.noise_plot.widget.setToolTip(NOISE_TIP)
+        self.noise_plot.widget.setVisible(False)
+        self.add_native(self.noise_plot.widget)
 
         self.image.changed.connect(lambda _: self._offer_reference())
         self.viewer.layers.events.inserted.connect(lambda _: self._offer_reference())
@@ -251,9 +262,19 @@ class CompareWidget(WorkerDock):
         for row in comparison.rows:  # the final outputs, whatever the throttle dropped
             self.write_output(self.output_layers.get(row.method), self._base, comparison.outputs[row.method])
         self.copy_button.enabled = True
+        self._show_noise(comparison)
         best = comparison.best().get("PSNR")
         winner = f"; best PSNR: {METHOD_NAMES[best]}" if best is not None else ""
         self.status.value = f"Done: {len(comparison.rows)} method(s) compared{winner}."
+
+    def _show_noise(self, comparison) -> None:
+        """Draw each fitted noise model's std against signal (the plot stays hidden where none was fitted)."""
+        self.noise_plot.clear()
+        for index, (name, model) in enumerate(comparison.noise_models.items()):
+            signals, stds = model.curve()
+            label = NOISE_NAMES.get(name) or SHORT_NAMES[name]
+            self.noise_plot.curve(label, COLOURS[index % len(COLOURS)]).setData(signals, stds)
+        self.noise_plot.widget.setVisible(bool(comparison.noise_models))
 
     def _on_finished(self) -> None:
         if self.comparison is None and self._current is not None:
@@ -264,6 +285,7 @@ class CompareWidget(WorkerDock):
             self.comparison = report.comparison
             self._show_rows(report.comparison)
             self.copy_button.enabled = bool(report.comparison.rows)
+            self._show_noise(report.comparison)
             self.status.value = (f"Stopped during {METHOD_NAMES[report.method]}: its layer holds its best "
                                  f"so far; the table lists the methods that finished.")
         self.release_worker()

@@ -44,8 +44,10 @@ SAFE_SIZE = 16
 BLOCK, MARGIN, FIT_SIDE = 1024, 48, 1024
 
 
-def fit_noise(image: np.ndarray) -> tuple[float, float]:
-    """(gain, read) of ``variance = gain * mean + read`` from 7x7 local statistics, blind."""
+def fit_noise(image: np.ndarray, clamp: bool = True) -> tuple[float, float]:
+    """(gain, read) of ``variance = gain * mean + read`` from 7x7 local statistics, blind; with ``clamp``
+    (what the transform needs) gain at least 0 and read above 0, else the line as fitted (a camera's offset
+    makes read negative)."""
     image = np.asarray(image, dtype=np.float64)
     mean = uniform_filter(image, WINDOW, mode="reflect")
     # the noise, not the texture: a pixel minus the mean of its 4 neighbours has 1.25 x the noise variance
@@ -64,7 +66,7 @@ def fit_noise(image: np.ndarray) -> tuple[float, float]:
     if len(centres) < 2:
         return 0.0, float(np.median(variance))
     gain, read = np.polyfit(centres, medians, 1)
-    return max(float(gain), 0.0), max(float(read), 1e-12)
+    return (max(float(gain), 0.0), max(float(read), 1e-12)) if clamp else (float(gain), float(read))
 
 
 def anscombe(image: np.ndarray, gain: float, read: float) -> np.ndarray:

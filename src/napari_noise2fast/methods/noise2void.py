@@ -34,16 +34,21 @@ def _block(cin: int, cout: int) -> nn.Sequential:
 
 
 class UNet(nn.Module):
-    """A two-level U-Net: 32 and 64 channels down, 128 at the bottom, skips by concatenation."""
+    """A two-level U-Net: 32 and 64 channels down, 128 at the bottom, skips by concatenation; ``outputs``
+    channels out (PN2V's samples of the signal), by a 1x1 convolution of :meth:`features`."""
 
-    def __init__(self, base: int = 32):
+    def __init__(self, base: int = 32, outputs: int = 1):
         super().__init__()
         self.down = nn.ModuleList([_block(1, base), _block(base, 2 * base)])
         self.bottom = _block(2 * base, 4 * base)
         self.up = nn.ModuleList([_block(4 * base + 2 * base, 2 * base), _block(2 * base + base, base)])
-        self.out = nn.Conv2d(base, 1, 1)
+        self.out = nn.Conv2d(base, outputs, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.features(x))
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The last block's channels, before the 1x1 output convolution."""
         skips = []
         for block in self.down:
             x = block(x)
@@ -52,7 +57,7 @@ class UNet(nn.Module):
         x = self.bottom(x)
         for block, skip in zip(self.up, reversed(skips), strict=True):
             x = block(torch.cat([F.interpolate(x, scale_factor=2.0, mode="nearest"), skip], dim=1))
-        return self.out(x)
+        return x
 
 
 def blind_spots(shape, generator: torch.Generator, device) -> tuple[torch.Tensor, torch.Tensor]:
