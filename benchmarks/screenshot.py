@@ -3,10 +3,12 @@
     xvfb-run -a -s "-screen 0 1600x1000x24" python benchmarks/screenshot.py docs/widget.png \
         --early docs/widget_early.png
     xvfb-run -a -s "-screen 0 1600x1000x24" python benchmarks/screenshot.py docs/compare.png --compare
+    xvfb-run -a -s "-screen 0 1600x1000x24" python benchmarks/screenshot.py docs/noise.png --noise
 
 The first: the sample denoised to the end in the Noise2Fast dock (and with ``--early``, the same window
 ``--after`` seconds after Start). The second: the comparison dock on the sample with its clean version as
-the reference layer (Noise2Fast, the calibrated classical filters, ZS-N2N at 1,000 steps). The window is
+the reference layer (Noise2Fast, the calibrated classical filters, ZS-N2N at 1,000 steps); the third: the
+same with PN2V at its defaults, scrolled to the noise it learned. The window is
 1280x900: 1280 px wide, the width the docks are made to fit, tall enough to show the plot unscrolled.
 """
 
@@ -38,6 +40,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("path", nargs="?", default="widget.png")
     parser.add_argument("--compare", action="store_true")
+    parser.add_argument("--noise", action="store_true",
+                        help="the comparison dock after PN2V (defaults) on the sample, scrolled to its noise plot")
     parser.add_argument("--early", default=None, help="also a screenshot this long after Start (--after)")
     parser.add_argument("--after", type=float, default=10.0)
     args = parser.parse_args()
@@ -45,14 +49,20 @@ def main() -> None:
     viewer = napari.Viewer()
     viewer.window.resize(1280, 900)
     viewer.open_sample("napari-noise2fast", "noisy_cell")
-    if args.compare:
+    if args.compare or args.noise:
         viewer.open_sample("napari-noise2fast", "clean_cell")
         _, widget = viewer.window.add_plugin_dock_widget("napari-noise2fast", "Compare denoisers")
-        widget.start(viewer.layers["noisy cell"], methods=["noise2fast", "calibrated", "zs-n2n"],
-                     reference=viewer.layers["clean cell"], params={"zs-n2n": {"steps": 1000}})
+        if args.noise:
+            widget.start(viewer.layers["noisy cell"], methods=["pn2v"], reference=viewer.layers["clean cell"])
+        else:
+            widget.start(viewer.layers["noisy cell"], methods=["noise2fast", "calibrated", "zs-n2n"],
+                         reference=viewer.layers["clean cell"], params={"zs-n2n": {"steps": 1000}})
         wait(app, widget)
+        shown = "noisy cell [PN2V]" if args.noise else "noisy cell [Noise2Fast]"
         for layer in viewer.layers:
-            layer.visible = layer.name == "noisy cell [Noise2Fast]"
+            layer.visible = layer.name == shown
+        for name, model in widget.comparison.noise_models.items():
+            print(f"{name}: variance = {model.gain:.4g} * signal + {model.read:.4g}")
         print(widget.comparison.table())
         from qtpy.QtWidgets import QScrollArea
 

@@ -53,16 +53,21 @@ def test_method_beats_noisy_input_on_real_crop(name, set12_05_crop):
     np.testing.assert_array_equal(noisy, before)
 
 
-@pytest.mark.parametrize("name", ["zs-n2n", "noise2self", "noise2void", "self2self", "calibrated"])
+@pytest.mark.parametrize("name", ["zs-n2n", "noise2self", "noise2void", "pn2v", "self2self", "calibrated"])
 def test_method_runs_on_stacks_and_channels(name):
     image = np.random.default_rng(0).normal(100, 10, (2, 24, 40, 3)).astype(np.float32)
     settings = {} if name == "calibrated" else {"steps": 2, "report_every": 1}
     if name == "self2self":
         settings["predictions"] = 1
+    if name == "pn2v":
+        settings.update(bootstrap_steps=2, base=4, samples=4, fit_steps=20)
     job = iter_denoise(image, name, axes="ZYXC", seed=0, device="cpu", preview=False, **settings)
     events = list(job)
     assert sorted({e.plane for e in events}) == list(range(6))
     assert job.result().shape == image.shape
+    if name == "pn2v":  # one noise model per channel: each channel's recording has its own
+        models = [job.noise_model(channel) for channel in range(3)]
+        assert all(model is not None for model in models) and len({id(m) for m in models}) == 3
 
 
 @pytest.mark.parametrize(("name", "params", "message"), [

@@ -70,7 +70,7 @@ def test_dock_runs_pn2v_and_plots_the_noise_it_learned(qtbot, compare_dock, data
     clean = tifffile.imread(data_dir / "confocal" / "clean" / "fish.tif")[192:320, 192:320]
     layer = viewer.add_image(noisy, name="fish crop")
     reference = viewer.add_image(clean, name="fish clean")
-    assert not dock.noise_plot.widget.isVisible()
+    assert dock.noise_plot.widget.isHidden()
     params = {"pn2v": {"bootstrap_steps": 300, "steps": 200, "report_every": 50, "fit_steps": 500}}
     dock.start(layer, methods=["pn2v"], reference=reference, params=params)
     qtbot.waitUntil(lambda: not dock.running, timeout=300_000)
@@ -83,7 +83,7 @@ def test_dock_runs_pn2v_and_plots_the_noise_it_learned(qtbot, compare_dock, data
     assert signals.min() >= 0 and signals.max() <= 255 and np.all(stds > 0)
     # the confocal fish's noise grows with its signal (Poisson-Gaussian): both fits say so
     assert model.gain > 0 and dock.comparison.noise_models["vst"].gain > 0
-    assert dock.noise_plot.widget.isVisible()
+    assert not dock.noise_plot.widget.isHidden()
     shots = Path(os.environ.get("NOISE2FAST_SCREENSHOTS", tmp_path))
     shots.mkdir(parents=True, exist_ok=True)
     image = viewer.screenshot(path=str(shots / "compare_pn2v.png"), canvas_only=False, flash=False)
