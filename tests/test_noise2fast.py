@@ -11,8 +11,8 @@ from skimage.metrics import peak_signal_noise_ratio
 
 from napari_noise2fast import PlaneRun, iter_denoise
 from napari_noise2fast.engine import mse_to_psnr
-from napari_noise2fast.methods.noise2fast import Noise2Fast
 from napari_noise2fast.methods import noise2fast as noise2fast_module
+from napari_noise2fast.methods.noise2fast import Noise2Fast
 
 
 def psnr(clean, image):

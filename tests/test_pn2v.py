@@ -4,6 +4,7 @@ engine, and its quality on the confocal fish at the defaults."""
 from __future__ import annotations
 
 import math
+
 import numpy as np
 import pytest
 import tifffile
@@ -11,8 +12,7 @@ import torch
 from skimage.io import imread
 from skimage.metrics import peak_signal_noise_ratio
 
-from napari_noise2fast import compare, denoise, estimate_noise, iter_denoise
-from napari_noise2fast import tiling
+from napari_noise2fast import compare, denoise, estimate_noise, iter_denoise, tiling
 from napari_noise2fast.engine import to_end
 from napari_noise2fast.methods.pn2v import PN2V, mmse, sample_loss
 from napari_noise2fast.noise import GaussianMixture, Histogram, fit_pairs, from_state
@@ -76,8 +76,8 @@ def test_the_loss_and_the_mmse_are_the_slow_ones():
     for i in range(2):
         p = [math.exp(model.log_likelihood(observation[i], samples[i, k]).item()) for k in range(3)]
         assert loss[i].item() == pytest.approx(-math.log(sum(p) / 3), rel=1e-5)
-        assert estimate[i].item() == pytest.approx(sum(pk * s for pk, s in zip(p, samples[i].tolist())) / sum(p),
-                                                   rel=1e-5)
+        weighted = sum(pk * s for pk, s in zip(p, samples[i].tolist(), strict=True))
+        assert estimate[i].item() == pytest.approx(weighted / sum(p), rel=1e-5)
 
 
 def test_noise_models_survive_their_state_and_the_histograms_rows_are_densities():

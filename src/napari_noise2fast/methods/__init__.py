@@ -13,7 +13,8 @@ from napari_noise2fast.methods.self2self import Self2Self
 from napari_noise2fast.methods.zs_n2n import ZeroShotNoise2Noise
 
 METHODS: dict[str, type[Method]] = {
-    cls.name: cls for cls in (Noise2Fast, Self2Self, ZeroShotNoise2Noise, Noise2Self, Noise2Void, PN2V, Calibrated, BM3D)
+    cls.name: cls
+    for cls in (Noise2Fast, Self2Self, ZeroShotNoise2Noise, Noise2Self, Noise2Void, PN2V, Calibrated, BM3D)
 }
 
 

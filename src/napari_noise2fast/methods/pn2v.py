@@ -30,12 +30,11 @@ import time
 import torch
 import torch.nn.functional as F
 
-from napari_noise2fast.engine import PART, Countdown
+from napari_noise2fast.devices import resolve_device
+from napari_noise2fast.engine import PART, Countdown, seeded_module
 from napari_noise2fast.methods._torch import PRECISIONS, TrainedMethod, autocast
 from napari_noise2fast.methods.noise2void import DEPTH, RECEPTIVE_RADIUS, UNet, blind_spots, pad_to_multiple
 from napari_noise2fast.noise import KINDS, fit_pairs, from_state
-from napari_noise2fast.devices import resolve_device
-from napari_noise2fast.engine import seeded_module
 from napari_noise2fast.tiling import central_crop, predict_in_tiles
 
 FIT_PIXELS = 2**22  # the noise model is fitted on at most this many pixel pairs (central crops of the planes)
