@@ -194,7 +194,7 @@ def from_state(state: dict[str, torch.Tensor]) -> GaussianMixture | Histogram:
 
 
 def fit_pairs(signal: torch.Tensor, observation: torch.Tensor, kind: str, *, generator: torch.Generator,
-              gaussians: int = 3, order: int = 2, min_std: float = 1e-4, steps: int = FIT_STEPS):
+              gaussians: int = 3, order: int = 3, min_std: float = 1e-4, steps: int = FIT_STEPS):
     """A noise model of ``kind`` fitted to (signal, observation) pairs whose signal lies within the
     :data:`PERCENTILES` of the signals; a generator of parts that returns the model."""
     signal, observation = signal.reshape(-1).float().cpu(), observation.reshape(-1).float().cpu()
