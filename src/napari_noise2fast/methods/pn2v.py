@@ -65,6 +65,13 @@ def _forward_samples(network: UNet, dtype: torch.dtype, device: torch.device):
     return forward
 
 
+def _n2v_output(network: UNet, padded: torch.Tensor, size, dtype) -> torch.Tensor:
+    """A one-output network (the bootstrap's) on a plane padded to a multiple of 2**DEPTH, in tiles; (H, W)."""
+    forward = _forward_samples(network, dtype, padded.device)
+    return predict_in_tiles(forward, padded, RECEPTIVE_RADIUS, bytes_per_pixel=2048,
+                            multiple=2**DEPTH)[:size[0], :size[1]]
+
+
 def _bytes_per_pixel(samples: int, noise) -> float:
     gaussians = noise.coefficients.shape[1] if getattr(noise, "kind", None) == "gmm" else 1
     return 2048 + 4 * samples * (3 * gaussians + 6)
@@ -291,10 +298,7 @@ class PN2V(TrainedMethod):
 
     # -- prediction -----------------------------------------------------------------------------------------
     def _n2v_plane(self, network: UNet, padded: torch.Tensor, size) -> torch.Tensor:
-        with self.autocast():
-            output = predict_in_tiles(lambda tile: network(self.channels_last(tile)), padded, RECEPTIVE_RADIUS,
-                                      bytes_per_pixel=2048, multiple=2**DEPTH)
-        return output[:size[0], :size[1]]
+        return _n2v_output(network, padded, size, self.compute_dtype)
 
     def _validation_maps(self) -> torch.Tensor:
         """(2, H, W): the samples' mean and PN2V's loss at every pixel of the masked validation plane."""
@@ -372,16 +376,17 @@ class PN2V(TrainedMethod):
         """Any normalised plane (1, 1, H, W) denoised by the best model so far: PN2V's MMSE once PN2V has
         validated, Noise2Void's output before."""
         padded, size = pad_to_multiple(plane, 2**DEPTH)
-        with torch.inference_mode():
-            if self.stage == "pn2v" and self.best_state is not None:
-                network = copy.deepcopy(self.network)
-                network.load_state_dict(self.best_state)
-                return _mmse_plane(network.eval(), self.noise, padded, size, self.compute_dtype,
-                                   self.settings["estimate"]).clamp(0, 1)
+        stage, state, network = getattr(self, "_best", (None, None, None))
+        if stage != self.stage or state is not self.best_state or network is None:  # once per best, not per plane
             network = copy.deepcopy(self.network)
             if self.best_state is not None:
                 network.load_state_dict(self.best_state)
-            return self._n2v_plane(network.eval(), padded, size).clamp(0, 1)
+            self._best = (self.stage, self.best_state, network.eval())
+        with torch.inference_mode():
+            if self.stage == "pn2v" and self.best_state is not None:
+                return _mmse_plane(network, self.noise, padded, size, self.compute_dtype,
+                                   self.settings["estimate"]).clamp(0, 1)
+            return self._n2v_plane(network, padded, size).clamp(0, 1)
 
     def trained_state(self) -> dict | None:
         """The best-validated PN2V network and the noise model, on the CPU (None before PN2V has validated:
@@ -421,11 +426,7 @@ class PN2V(TrainedMethod):
             with torch.inference_mode():
                 if noise is not None:
                     return _mmse_plane(network, noise, padded, size, dtype, settings["estimate"]).clamp(0, 1)
-                with autocast(where, dtype):
-                    output = predict_in_tiles(lambda tile: network(tile.contiguous(
-                        memory_format=torch.channels_last)), padded, RECEPTIVE_RADIUS, bytes_per_pixel=2048,
-                        multiple=2**DEPTH)
-                return output[:size[0], :size[1]].clamp(0, 1)
+                return _n2v_output(network, padded, size, dtype).clamp(0, 1)
 
         return predict
 
