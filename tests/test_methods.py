@@ -34,8 +34,8 @@ def psnr(clean, image):
 
 
 def test_every_method_is_registered_with_a_display_name():
-    assert set(METHODS) == {"noise2fast", "self2self", "zs-n2n", "noise2self", "noise2void", "pn2v", "calibrated",
-                            "bm3d"}
+    assert set(METHODS) == {"noise2fast", "self2self", "zs-n2n", "noise2self", "noise2void", "pn2v", "noise-net",
+                            "calibrated", "bm3d"}
     assert all(get_method(name).display_name for name in METHODS)
 
 
@@ -53,7 +53,8 @@ def test_method_beats_noisy_input_on_real_crop(name, set12_05_crop):
     np.testing.assert_array_equal(noisy, before)
 
 
-@pytest.mark.parametrize("name", ["zs-n2n", "noise2self", "noise2void", "pn2v", "self2self", "calibrated"])
+@pytest.mark.parametrize("name", ["zs-n2n", "noise2self", "noise2void", "pn2v", "noise-net", "self2self",
+                                  "calibrated"])
 def test_method_runs_on_stacks_and_channels(name):
     image = np.random.default_rng(0).normal(100, 10, (2, 24, 40, 3)).astype(np.float32)
     settings = {} if name == "calibrated" else {"steps": 2, "report_every": 1}
@@ -65,7 +66,9 @@ def test_method_runs_on_stacks_and_channels(name):
     events = list(job)
     assert sorted({e.plane for e in events}) == list(range(6))
     assert job.result().shape == image.shape
-    if name == "pn2v":  # one noise model per channel: each channel's recording has its own
+    if name == "noise-net":
+        settings.update(base=4, hidden=4)
+    if name in ("pn2v", "noise-net"):  # one noise model per channel: each channel's recording has its own
         models = [job.noise_model(channel) for channel in range(3)]
         assert all(model is not None for model in models) and len({id(m) for m in models}) == 3
 

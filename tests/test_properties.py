@@ -29,6 +29,7 @@ TINY = {
     "noise2self": {"steps": 2, "width": 8, "layers": 3},
     "noise2void": {"steps": 2, "batch": 2, "base": 4},
     "pn2v": {"steps": 2, "bootstrap_steps": 2, "batch": 2, "base": 4, "samples": 4, "fit_steps": 20},
+    "noise-net": {"steps": 2, "batch": 2, "base": 4, "hidden": 4},
     "calibrated": {"families": ("tv",)},
     "bm3d": {},
 }

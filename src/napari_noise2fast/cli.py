@@ -520,8 +520,9 @@ def noise_main(argv: list[str]) -> int:
                     "slope).")
     parser.add_argument("paths", nargs="+", type=Path, help="TIFF files or folders of TIFF files")
     parser.add_argument("--method", choices=ESTIMATORS, default="pn2v",
-                        help="pn2v: PN2V's bootstrap (Noise2Void, then a Gaussian mixture; minutes); vst: the "
-                             "blind line through 7x7 local statistics (seconds) (default: %(default)s)")
+                        help="pn2v: PN2V's bootstrap (Noise2Void, then a Gaussian mixture; minutes); noise-net: "
+                             "the noise network trained with a denoiser (minutes); vst: the blind line through 7x7 "
+                             "local statistics (seconds) (default: %(default)s)")
     parser.add_argument("--axes", default=None, help="axes of every input (default: from the file)")
     parser.add_argument("--points", type=int, default=8, help="signal levels to print (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=None)

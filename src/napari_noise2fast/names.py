@@ -13,11 +13,12 @@ METHOD_NAMES = {
     "noise2self": "Noise2Self",
     "noise2void": "Noise2Void",
     "pn2v": "PN2V (bootstrapped)",
+    "noise-net": "Noise network (Ollion)",
     "calibrated": "Calibrated classical",
     "bm3d": "BM3D (optional)",
 }
 # method key -> the short name in output layer names ("<input> [short]"), to fit napari's layer list
-SHORT_NAMES = {**METHOD_NAMES, "pn2v": "PN2V", "calibrated": "Calibrated", "bm3d": "BM3D"}
+SHORT_NAMES = {**METHOD_NAMES, "pn2v": "PN2V", "noise-net": "Noise net", "calibrated": "Calibrated", "bm3d": "BM3D"}
 PRESET_NAMES = ("fast", "reference")
 
 

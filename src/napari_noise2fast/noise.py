@@ -9,9 +9,11 @@ Two kinds, both in the engine's normalised units (the plane's minimum 0, maximum
   (signal, observation) pairs, minimising their negative log-likelihood.
 * :class:`Histogram`: the non-parametric alternative: a 2D histogram of observations against signals
   (rows normalised), interpolated linearly along the signal so that its likelihood has a gradient there.
+* :class:`NoiseNetwork`: the joint denoiser + noise network's noise model, a small pixel-wise network from
+  the signal to the same kind of mixture, trained with the denoiser rather than fitted after it.
 
-Both compute ``log_likelihood(observation, signal)`` elementwise (broadcasting) and ``std(signal)``, the
-standard deviation of the observation at that signal. Both are stored as a dict of tensors
+All compute ``log_likelihood(observation, signal)`` elementwise (broadcasting) and ``std(signal)``, the
+standard deviation of the observation at that signal. All are stored as a dict of tensors
 (:meth:`state`) and rebuilt from it (:func:`from_state`), so that they travel in a saved model.
 
 :class:`NoiseModel` is what :func:`napari_noise2fast.estimate_noise` returns: ``std(signal)`` in the
@@ -33,7 +35,40 @@ PERCENTILES = (0.5, 99.5)  # the signals the model is fitted on (PPN2V's bootstr
 LOG_2PI = math.log(2 * math.pi)
 
 
-class GaussianMixture:
+def mixture(logits: torch.Tensor, offsets: torch.Tensor, log_variances: torch.Tensor, signal: torch.Tensor,
+            min_std: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(log weights, means, variances) of a mixture centred on ``signal`` from its raw parameters (each
+    (gaussians, *signal.shape)): weights by softmax, variances clamped to at least ``min_std**2``, each
+    Gaussian's offset its standard deviation times the tanh of its raw offset, then all re-centred so that
+    the mixture's mean is the signal itself."""
+    log_weights = torch.log_softmax(logits, dim=0)
+    variances = log_variances.exp().clamp(min=min_std**2)
+    # each Gaussian within its own standard deviation of the signal: a Gaussian of tiny weight far out
+    # barely changes the likelihood, yet would dominate the mixture's variance (seen: weight 0.006 at
+    # +1.07, the std at low signal 4.9x the truth)
+    offsets = variances.sqrt() * torch.tanh(offsets)
+    means = offsets - (log_weights.exp() * offsets).sum(dim=0) + signal
+    return log_weights, means, variances
+
+
+class _Mixture:
+    """The likelihood and standard deviation of a mixture of Gaussians given by ``components(signal)``."""
+
+    def log_likelihood(self, observation: torch.Tensor, signal: torch.Tensor) -> torch.Tensor:
+        """log p(observation | signal), elementwise with broadcasting."""
+        observation, signal = torch.broadcast_tensors(observation, signal)
+        log_weights, means, variances = self.components(signal)
+        log_gauss = -0.5 * ((observation - means) ** 2 / variances + torch.log(variances) + LOG_2PI)
+        return torch.logsumexp(log_weights + log_gauss, dim=0)
+
+    def std(self, signal: torch.Tensor) -> torch.Tensor:
+        """The observation's standard deviation at ``signal``: sqrt(sum w (var + mean^2) - signal^2)."""
+        log_weights, means, variances = self.components(signal)
+        second = (log_weights.exp() * (variances + means**2)).sum(dim=0)
+        return (second - signal**2).clamp(min=0).sqrt()
+
+
+class GaussianMixture(_Mixture):
     """PN2V's Gaussian mixture noise model (see the module); ``coefficients`` (3, gaussians, order): the
     polynomials' coefficients of the weights' logits, the means' offsets from the signal (each Gaussian's
     offset is its standard deviation times the tanh of its polynomial, before the re-centring) and the log
@@ -66,28 +101,7 @@ class GaussianMixture:
 
     def components(self, signal: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(log weights, means, variances) at ``signal``, each (gaussians, *signal.shape)."""
-        logits, offsets, log_variances = self._polynomials(signal)
-        log_weights = torch.log_softmax(logits, dim=0)
-        variances = log_variances.exp().clamp(min=self.min_std**2)
-        # each Gaussian within its own standard deviation of the signal: a Gaussian of tiny weight far out
-        # barely changes the likelihood, yet would dominate the mixture's variance (seen: weight 0.006 at
-        # +1.07, the std at low signal 4.9x the truth)
-        offsets = variances.sqrt() * torch.tanh(offsets)
-        means = offsets - (log_weights.exp() * offsets).sum(dim=0) + signal  # the mixture's mean is the signal
-        return log_weights, means, variances
-
-    def log_likelihood(self, observation: torch.Tensor, signal: torch.Tensor) -> torch.Tensor:
-        """log p(observation | signal), elementwise with broadcasting."""
-        observation, signal = torch.broadcast_tensors(observation, signal)
-        log_weights, means, variances = self.components(signal)
-        log_gauss = -0.5 * ((observation - means) ** 2 / variances + torch.log(variances) + LOG_2PI)
-        return torch.logsumexp(log_weights + log_gauss, dim=0)
-
-    def std(self, signal: torch.Tensor) -> torch.Tensor:
-        """The observation's standard deviation at ``signal``: sqrt(sum w (var + mean^2) - signal^2)."""
-        log_weights, means, variances = self.components(signal)
-        second = (log_weights.exp() * (variances + means**2)).sum(dim=0)
-        return (second - signal**2).clamp(min=0).sqrt()
+        return mixture(*self._polynomials(signal), signal, self.min_std)
 
     def state(self) -> dict[str, torch.Tensor]:
         return {"kind": torch.tensor(0), "coefficients": self.coefficients.detach().cpu().clone(),
@@ -173,7 +187,60 @@ class Histogram:
                 "range": torch.tensor([self.low, self.high, 0.0, *self.central], dtype=torch.float64)}
 
 
-def from_state(state: dict[str, torch.Tensor]) -> GaussianMixture | Histogram:
+class NoiseNetwork(_Mixture, torch.nn.Module):
+    """The noise network of the joint denoiser + noise network (Ollion et al. 2021; see
+    :mod:`napari_noise2fast.methods.noise_net`): a small pixel-wise network (two hidden layers of ``hidden``
+    units) from the signal to a mixture of ``gaussians`` Gaussians, by :func:`mixture` (weights, offsets
+    and log variances; re-centred on the signal, variances clamped from below). Pixel-wise: the noise of a
+    pixel depends on its signal alone, so ``std(signal)`` is a curve like the other models'. Signals are
+    scaled over ``[low, high]`` (the normalised plane's range) and held at its ends beyond them."""
+
+    kind = "net"
+
+    def __init__(self, gaussians: int = 3, hidden: int = 32, low: float = 0.0, high: float = 1.0,
+                 min_std: float = 1e-4, variance: float | None = None, central=None):
+        super().__init__()
+        self.layers = torch.nn.Sequential(torch.nn.Linear(1, hidden), torch.nn.Tanh(),
+                                          torch.nn.Linear(hidden, hidden), torch.nn.Tanh(),
+                                          torch.nn.Linear(hidden, 3 * gaussians))
+        self.low, self.high, self.min_std = float(low), float(high), float(min_std)
+        self.central = (self.low, self.high) if central is None else tuple(float(v) for v in central)
+        if variance is not None:  # start near a constant variance, the Gaussians spread a little
+            with torch.no_grad():
+                last = self.layers[-1]
+                last.weight.mul_(0.1)
+                last.bias.zero_()
+                last.bias[2 * gaussians:] = math.log(max(variance, min_std**2)) + torch.linspace(-0.5, 0.5,
+                                                                                                 gaussians)
+
+    @property
+    def gaussians(self) -> int:
+        return self.layers[-1].out_features // 3
+
+    def components(self, signal: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(log weights, means, variances) at ``signal``, each (gaussians, *signal.shape)."""
+        t = ((signal - self.low) / max(self.high - self.low, 1e-12)).clamp(0, 1)
+        raw = self.layers(t.reshape(-1, 1).to(self.layers[0].weight.dtype)).to(signal.dtype)
+        raw = raw.T.reshape(3, self.gaussians, *signal.shape)
+        return mixture(raw[0], raw[1], raw[2], signal, self.min_std)
+
+    def state(self) -> dict[str, torch.Tensor]:
+        state = {f"layers.{name}": value.detach().cpu().clone() for name, value in self.layers.state_dict().items()}
+        return {"kind": torch.tensor(2), **state,
+                "range": torch.tensor([self.low, self.high, self.min_std, *self.central], dtype=torch.float64)}
+
+    @classmethod
+    def from_weights(cls, weights: dict[str, torch.Tensor], low: float, high: float, min_std: float,
+                     central=None) -> NoiseNetwork:
+        hidden, outputs = weights["layers.0.weight"].shape[0], weights["layers.4.weight"].shape[0]
+        if outputs % 3:
+            raise ValueError(f"{outputs} outputs: not three per Gaussian")
+        model = cls(outputs // 3, hidden, low, high, min_std, central=central)
+        model.layers.load_state_dict({name[len("layers."):]: value.float() for name, value in weights.items()})
+        return model
+
+
+def from_state(state: dict[str, torch.Tensor]) -> GaussianMixture | Histogram | NoiseNetwork:
     """The noise model that :meth:`state` stored; ValueError for anything else."""
     try:
         kind, (low, high, min_std, *central) = int(state["kind"]), state["range"].tolist()
@@ -188,6 +255,9 @@ def from_state(state: dict[str, torch.Tensor]) -> GaussianMixture | Histogram:
             if table.ndim != 2 or table.shape[0] != table.shape[1]:
                 raise ValueError(f"a table of shape {tuple(table.shape)}")
             return Histogram(table, low, high, central)
+        if kind == 2:
+            return NoiseNetwork.from_weights({k: v for k, v in state.items() if k.startswith("layers.")},
+                                             low, high, min_std, central).requires_grad_(False)
     except (KeyError, TypeError, AttributeError, ValueError, RuntimeError) as error:
         raise ValueError(f"not a noise model: {error}") from None
     raise ValueError(f"not a noise model: kind {kind}")
@@ -274,20 +344,23 @@ def learned_noise_model(model, method: str, low: float, scale: float) -> NoiseMo
     return NoiseModel(method, parameters, signal_range, std)
 
 
-ESTIMATORS = ("pn2v", "vst")
+ESTIMATORS = ("pn2v", "noise-net", "vst")
 
 
-def estimate_noise(image, method: str = "pn2v", *, device="auto", seed: int | None = None, **params) -> NoiseModel:
+def estimate_noise(image, method: str = "pn2v", *, device="auto", seed: int | None = None,
+                   **params) -> NoiseModel:
     """The noise of ``image`` as a :class:`NoiseModel`: its standard deviation against the signal, in the
     image's units, learned from the image alone.
 
     ``image``: a 2D plane, or planes stacked along the leading axes (a recording: one model for all).
     ``method``: ``"pn2v"``, PN2V's bootstrap (Noise2Void trained on the image, its prediction taken as the
     signal, a Gaussian mixture fitted to the pairs, see :mod:`napari_noise2fast.methods.pn2v`; ``params``
-    are PN2V's, e.g. ``bootstrap_steps``, ``noise_model="histogram"``); ``"vst"``, the straight line
-    ``variance = gain * signal + read`` through local 7x7 statistics that the ``bm3d`` method's transform
-    fits (the middle plane of a stack). Both give ``gain`` and ``read``: the line through the model's
-    variances."""
+    are PN2V's, e.g. ``bootstrap_steps``, ``noise_model="histogram"``); ``"noise-net"``, the noise network
+    trained jointly with a denoiser on the image (its whole training, see
+    :mod:`napari_noise2fast.methods.noise_net`; ``params`` are its own, e.g. ``steps``); ``"vst"``, the
+    straight line ``variance = gain * signal + read`` through local 7x7 statistics that the ``bm3d``
+    method's transform fits (the middle plane of a stack). All give ``gain`` and ``read``: the line
+    through the model's variances."""
     from napari_noise2fast.checks import check_int, check_str
 
     check_str("method", method, allow_none=False)
@@ -318,7 +391,7 @@ def estimate_noise(image, method: str = "pn2v", *, device="auto", seed: int | No
     from napari_noise2fast.devices import resolve_device
     from napari_noise2fast.engine import PART, recording_sample
     from napari_noise2fast.intensity import IntensityMap
-    from napari_noise2fast.methods.pn2v import PN2V
+    from napari_noise2fast.methods import get_method
 
     seed = check_int("seed", seed, minimum=0)
     sample = planes[recording_sample(len(planes), planes.shape[-2:])]
@@ -327,10 +400,11 @@ def estimate_noise(image, method: str = "pn2v", *, device="auto", seed: int | No
         raise ValueError("image is constant: it has no noise to model")
     level = 1.0 / plane_map.range if array.dtype.kind in "ui" else 1.0 / 255.0
     noisy = torch.from_numpy(plane_map.normalise(sample)).to(resolve_device(device))[:, None]
-    model = PN2V(noisy, rng=np.random.default_rng(seed), level=level, **params)
-    while model.noise_model() is None:  # the bootstrap and the fit; PN2V's own training is not needed
+    model = get_method(method)(noisy, rng=np.random.default_rng(seed), level=level, **params)
+    # PN2V: the bootstrap and the fit (its own training is not needed); the noise network: its training
+    while method == "noise-net" or model.noise_model() is None:
         if model.step() is not PART and model.stop_reason is not None:
             break
     if model.noise_model() is None:
         raise ValueError("the bootstrap ended before a noise model was fitted")
-    return learned_noise_model(model.noise_model(), "pn2v", float(plane_map.low), plane_map.range)
+    return learned_noise_model(model.noise_model(), method, float(plane_map.low), plane_map.range)

@@ -64,25 +64,28 @@ def test_dock_compares_two_methods_into_layers_curves_and_table(qtbot, compare_d
     assert image.std() > 5
 
 
-def test_dock_runs_pn2v_and_plots_the_noise_it_learned(qtbot, compare_dock, data_dir, tmp_path):
+def test_dock_runs_pn2v_and_the_noise_network_and_plots_the_noise_they_learned(qtbot, compare_dock, data_dir, tmp_path):
     viewer, dock = compare_dock
     noisy = tifffile.imread(data_dir / "confocal" / "noisy" / "fish.tif")[192:320, 192:320]
     clean = tifffile.imread(data_dir / "confocal" / "clean" / "fish.tif")[192:320, 192:320]
     layer = viewer.add_image(noisy, name="fish crop")
     reference = viewer.add_image(clean, name="fish clean")
     assert dock.noise_plot.widget.isHidden()
-    params = {"pn2v": {"bootstrap_steps": 300, "steps": 200, "report_every": 50, "fit_steps": 500}}
-    dock.start(layer, methods=["pn2v"], reference=reference, params=params)
+    params = {"pn2v": {"bootstrap_steps": 300, "steps": 200, "report_every": 50, "fit_steps": 500},
+              "noise-net": {"steps": 300, "report_every": 50}}
+    dock.start(layer, methods=["pn2v", "noise-net"], reference=reference, params=params)
     qtbot.waitUntil(lambda: not dock.running, timeout=300_000)
-    assert "fish crop [PN2V]" in viewer.layers
-    assert set(dock.comparison.noise_models) == {"vst", "pn2v"}
-    assert set(dock.noise_plot.curves) == {"blind line (7x7)", "PN2V"}
-    signals, stds = dock.noise_plot.curves["PN2V"].getData()
-    model = dock.comparison.noise_models["pn2v"]
-    np.testing.assert_allclose(stds, model.std(signals))
-    assert signals.min() >= 0 and signals.max() <= 255 and np.all(stds > 0)
-    # the confocal fish's noise grows with its signal (Poisson-Gaussian): both fits say so
-    assert model.gain > 0 and dock.comparison.noise_models["vst"].gain > 0
+    assert "fish crop [PN2V]" in viewer.layers and "fish crop [Noise net]" in viewer.layers
+    assert set(dock.comparison.noise_models) == {"vst", "pn2v", "noise-net"}
+    assert set(dock.noise_plot.curves) == {"blind line (7x7)", "PN2V", "Noise net"}
+    for name, label in (("pn2v", "PN2V"), ("noise-net", "Noise net")):
+        signals, stds = dock.noise_plot.curves[label].getData()
+        model = dock.comparison.noise_models[name]
+        np.testing.assert_allclose(stds, model.std(signals))
+        assert signals.min() >= 0 and signals.max() <= 255 and np.all(stds > 0)
+        # the confocal fish's noise grows with its signal (Poisson-Gaussian): every fit says so
+        assert model.gain > 0
+    assert dock.comparison.noise_models["vst"].gain > 0
     assert not dock.noise_plot.widget.isHidden()
     shots = Path(os.environ.get("NOISE2FAST_SCREENSHOTS", tmp_path))
     shots.mkdir(parents=True, exist_ok=True)

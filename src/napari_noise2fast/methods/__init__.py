@@ -8,13 +8,15 @@ from napari_noise2fast.methods.calibrated import Calibrated
 from napari_noise2fast.methods.noise2fast import Noise2Fast
 from napari_noise2fast.methods.noise2self import Noise2Self
 from napari_noise2fast.methods.noise2void import Noise2Void
+from napari_noise2fast.methods.noise_net import NoiseNet
 from napari_noise2fast.methods.pn2v import PN2V
 from napari_noise2fast.methods.self2self import Self2Self
 from napari_noise2fast.methods.zs_n2n import ZeroShotNoise2Noise
 
 METHODS: dict[str, type[Method]] = {
     cls.name: cls
-    for cls in (Noise2Fast, Self2Self, ZeroShotNoise2Noise, Noise2Self, Noise2Void, PN2V, Calibrated, BM3D)
+    for cls in (Noise2Fast, Self2Self, ZeroShotNoise2Noise, Noise2Self, Noise2Void, PN2V, NoiseNet, Calibrated,
+                BM3D)
 }
 
 

@@ -11,6 +11,7 @@ from napari_noise2fast.checks import check_settings
 from napari_noise2fast.devices import fast_dtype
 from napari_noise2fast.engine import Countdown, Method, seeded_module
 
+NOISE_KEY = "noise."  # a noise model's tensors in a saved state, beside the network's ("network.")
 PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
@@ -21,6 +22,22 @@ def compute_dtype(device: torch.device, precision: str) -> torch.dtype:
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be 'auto', 'float32' or 'bfloat16', got {precision!r}")
     return PRECISIONS[precision]
+
+
+def network_state(weights: dict, noise=None) -> dict:
+    """A saved model's state: the network's ``weights`` as ``network.*`` and a noise model's
+    (:mod:`napari_noise2fast.noise`) as ``noise.*``, on the CPU."""
+    state = {f"network.{name}": value.detach().to("cpu").clone() for name, value in weights.items()}
+    if noise is not None:
+        state.update({NOISE_KEY + name: value for name, value in noise.state().items()})
+    return state
+
+
+def noise_of(state: dict):
+    """The noise model stored in a :func:`network_state`; ValueError where there is none."""
+    from napari_noise2fast.noise import from_state
+
+    return from_state({k[len(NOISE_KEY):]: v for k, v in state.items() if k.startswith(NOISE_KEY)})
 
 
 def autocast(device: torch.device, dtype: torch.dtype):

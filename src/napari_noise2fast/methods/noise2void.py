@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from napari_noise2fast.methods._torch import TrainedMethod
+from napari_noise2fast.methods._torch import TrainedMethod, autocast
 from napari_noise2fast.tiling import predict_in_tiles
 
 BOX = 8  # one blind-spot pixel per BOX x BOX box
@@ -87,6 +87,34 @@ def pad_to_multiple(image: torch.Tensor, multiple: int) -> tuple[torch.Tensor, t
     return image, (height, width)
 
 
+def predict_unet(network: UNet, padded: torch.Tensor, size, dtype: torch.dtype) -> torch.Tensor:
+    """A one-output U-Net on a plane padded to a multiple of 2**DEPTH, in tiles, computing in ``dtype``;
+    (H, W) float32, cut to ``size``."""
+
+    def forward(tile: torch.Tensor) -> torch.Tensor:
+        with autocast(padded.device, dtype):
+            return network(tile.contiguous(memory_format=torch.channels_last)).float()
+
+    return predict_in_tiles(forward, padded, RECEPTIVE_RADIUS, bytes_per_pixel=2048,
+                            multiple=2**DEPTH)[:size[0], :size[1]]
+
+
+def random_patches(noisy: torch.Tensor, rng, batch: int, size: int, plane_size) -> torch.Tensor:
+    """``batch`` random ``size`` x ``size`` patches of random planes of ``noisy`` (N, 1, H, W) within its
+    first ``plane_size`` (H, W) pixels, each turned and flipped at random: (batch, 1, size, size)."""
+    height, width = plane_size
+    planes = rng.integers(0, noisy.shape[0], batch)
+    tops = rng.integers(0, height - size + 1, batch)
+    lefts = rng.integers(0, width - size + 1, batch)
+    turns = rng.integers(0, 4, batch)
+    flips = rng.integers(0, 2, batch)
+    crops = []
+    for plane, top, left, turn, flip in zip(planes, tops, lefts, turns, flips, strict=True):
+        crop = torch.rot90(noisy[plane, :, top:top + size, left:left + size], int(turn), dims=(-2, -1))
+        crops.append(crop.flip(-1) if flip else crop)
+    return torch.stack(crops)
+
+
 class Noise2Void(TrainedMethod):
     """Noise2Void on one plane, for a fixed budget of ``steps`` (default 1,500) of 8 patches of 64x64."""
 
@@ -137,11 +165,7 @@ class Noise2Void(TrainedMethod):
 
     def predict(self, padded: torch.Tensor) -> torch.Tensor:
         """The U-Net on a plane padded to a multiple of 2**DEPTH, in tiles; (H, W) float32, unpadded."""
-        height, width = self.size
-        with self.autocast():
-            output = predict_in_tiles(lambda tile: self.network(self.channels_last(tile)), padded,
-                                      RECEPTIVE_RADIUS, bytes_per_pixel=2048, multiple=2**DEPTH)
-        return output[:height, :width]
+        return predict_unet(self.network, padded, self.size, self.compute_dtype)
 
     def report(self) -> tuple[float, torch.Tensor]:
         """The blind-spot loss on the fixed replaced pixels of the whole plane."""

@@ -32,14 +32,21 @@ import torch.nn.functional as F
 
 from napari_noise2fast.devices import resolve_device
 from napari_noise2fast.engine import PART, Countdown, seeded_module
-from napari_noise2fast.methods._torch import PRECISIONS, TrainedMethod, autocast
-from napari_noise2fast.methods.noise2void import DEPTH, RECEPTIVE_RADIUS, UNet, blind_spots, pad_to_multiple
-from napari_noise2fast.noise import KINDS, fit_pairs, from_state
+from napari_noise2fast.methods._torch import NOISE_KEY, PRECISIONS, TrainedMethod, autocast, network_state, noise_of
+from napari_noise2fast.methods.noise2void import (
+    DEPTH,
+    RECEPTIVE_RADIUS,
+    UNet,
+    blind_spots,
+    pad_to_multiple,
+    predict_unet,
+    random_patches,
+)
+from napari_noise2fast.noise import KINDS, fit_pairs
 from napari_noise2fast.tiling import central_crop, predict_in_tiles
 
 FIT_PIXELS = 2**22  # the noise model is fitted on at most this many pixel pairs (central crops of the planes)
 ESTIMATES = ("mmse", "mean")  # the output: PN2V's MMSE estimate, or the mean of the samples (the prior's mean)
-NOISE_KEY = "noise."  # the noise model's tensors in a saved state, beside the network's ("network.")
 
 
 def mmse(samples: torch.Tensor, observation: torch.Tensor, noise) -> torch.Tensor:
@@ -63,13 +70,6 @@ def _forward_samples(network: UNet, dtype: torch.dtype, device: torch.device):
             return network(tile.contiguous(memory_format=torch.channels_last)).float()
 
     return forward
-
-
-def _n2v_output(network: UNet, padded: torch.Tensor, size, dtype) -> torch.Tensor:
-    """A one-output network (the bootstrap's) on a plane padded to a multiple of 2**DEPTH, in tiles; (H, W)."""
-    forward = _forward_samples(network, dtype, padded.device)
-    return predict_in_tiles(forward, padded, RECEPTIVE_RADIUS, bytes_per_pixel=2048,
-                            multiple=2**DEPTH)[:size[0], :size[1]]
 
 
 def _bytes_per_pixel(samples: int, noise) -> float:
@@ -190,23 +190,8 @@ class PN2V(TrainedMethod):
         return seconds is not None and time.perf_counter() - self.started >= seconds * share
 
     # -- stages ---------------------------------------------------------------------------------------------
-    def _patches(self) -> torch.Tensor:
-        """``batch`` random patches of random planes of the sample, each turned and flipped at random."""
-        height, width = self.size
-        batch, size = self.settings["batch"], self.patch
-        planes = self.rng.integers(0, self.noisy.shape[0], batch)
-        tops = self.rng.integers(0, height - size + 1, batch)
-        lefts = self.rng.integers(0, width - size + 1, batch)
-        turns = self.rng.integers(0, 4, batch)
-        flips = self.rng.integers(0, 2, batch)
-        crops = []
-        for plane, top, left, turn, flip in zip(planes, tops, lefts, turns, flips, strict=True):
-            crop = torch.rot90(self.noisy[plane, :, top:top + size, left:left + size], int(turn), dims=(-2, -1))
-            crops.append(crop.flip(-1) if flip else crop)
-        return torch.stack(crops)
-
     def train_step(self) -> None:
-        target = self._patches()
+        target = random_patches(self.noisy, self.rng, self.settings["batch"], self.patch, self.size)
         spots, neighbours = blind_spots((target.shape[0], *target.shape[-2:]), self.generator, target.device)
         network_input = target.reshape(-1).clone()
         network_input[spots] = target.reshape(-1)[neighbours]
@@ -252,9 +237,7 @@ class PN2V(TrainedMethod):
                                      generator=self.generator, gaussians=self.settings["gaussians"],
                                      order=self.settings["order"], min_std=self.min_std,
                                      steps=self.settings["fit_steps"])
-        n2v = self.network
-        state = {f"network.{name}": value for name, value in self._pn2v_from(n2v).state_dict().items()}
-        state.update({NOISE_KEY + name: value for name, value in model.state().items()})
+        state = network_state(self._pn2v_from(self.network).state_dict(), model)
         self._become_pn2v(state, fresh=True)
 
     def _pn2v_from(self, n2v: UNet) -> UNet:
@@ -287,7 +270,7 @@ class PN2V(TrainedMethod):
         if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
             raise ValueError("a PN2V model's state must be a dict of tensors")
         weights = {k[len("network."):]: v for k, v in state.items() if k.startswith("network.")}
-        noise = from_state({k[len(NOISE_KEY):]: v for k, v in state.items() if k.startswith(NOISE_KEY)})
+        noise = noise_of(state)
         network = UNet(settings["base"], settings["samples"])
         try:
             network.load_state_dict(weights)
@@ -298,7 +281,7 @@ class PN2V(TrainedMethod):
 
     # -- prediction -----------------------------------------------------------------------------------------
     def _n2v_plane(self, network: UNet, padded: torch.Tensor, size) -> torch.Tensor:
-        return _n2v_output(network, padded, size, self.compute_dtype)
+        return predict_unet(network, padded, size, self.compute_dtype)
 
     def _validation_maps(self) -> torch.Tensor:
         """(2, H, W): the samples' mean and PN2V's loss at every pixel of the masked validation plane."""
@@ -368,9 +351,7 @@ class PN2V(TrainedMethod):
 
     # -- the engine's model interface --------------------------------------------------------------------
     def _state(self, weights: dict) -> dict:
-        state = {f"network.{name}": value.detach().to("cpu").clone() for name, value in weights.items()}
-        state.update({NOISE_KEY + name: value for name, value in self.noise.state().items()})
-        return state
+        return network_state(weights, self.noise)
 
     def predict_plane(self, plane: torch.Tensor) -> torch.Tensor:
         """Any normalised plane (1, 1, H, W) denoised by the best model so far: PN2V's MMSE once PN2V has
@@ -404,7 +385,7 @@ class PN2V(TrainedMethod):
             else self.network.state_dict()
         if self.stage == "pn2v":  # no PN2V validation yet: the network as it is now
             return self._state(weights)
-        return {f"network.{name}": value.detach().to("cpu").clone() for name, value in weights.items()}
+        return network_state(weights)
 
     def prediction_spec(self) -> dict:
         precision = next(name for name, dtype in PRECISIONS.items() if dtype == self.compute_dtype)
@@ -426,7 +407,7 @@ class PN2V(TrainedMethod):
             with torch.inference_mode():
                 if noise is not None:
                     return _mmse_plane(network, noise, padded, size, dtype, settings["estimate"]).clamp(0, 1)
-                return _n2v_output(network, padded, size, dtype).clamp(0, 1)
+                return predict_unet(network, padded, size, dtype).clamp(0, 1)
 
         return predict
 
