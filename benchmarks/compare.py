@@ -6,7 +6,7 @@
     python benchmarks/compare.py --images fish,BPAE_B,pg-fish,pg-BPAE_B --methods pn2v,noise2void,bm3d,noise2fast
 
 ``pg-fish`` and ``pg-BPAE_B`` are the clean confocal images with Poisson-Gaussian noise fitted to their real
-noisy counterparts (see :func:`load`).
+noisy counterparts, ``pgo-fish`` and ``pgo-BPAE_B`` the same on a camera's dark offset (see :func:`load`).
 
 PSNR and SSIM as in ../shared/BENCHMARKS.md (data range 255). The methods run one
 after another on each image through :func:`napari_noise2fast.iter_compare`, so all
@@ -32,6 +32,7 @@ from napari_noise2fast import iter_compare
 from napari_noise2fast.methods import METHODS
 from run_benchmark import DEFAULT_DATA, expand, image_paths, psnr_ssim
 
+OFFSET = 100.0  # the dark offset of the ``pgo-`` sets, as a camera's
 COLUMNS = ["image", "mode", "method", "noisy_psnr", "psnr", "ssim", "steps", "seconds", "val_psnr", "stop"]
 
 
@@ -67,7 +68,19 @@ def load(data: Path, name: str):
     """(noisy, clean) of a benchmark image; ``pg-<confocal image>``: its clean image with Poisson-Gaussian noise
     whose gain and read variance are fitted to its real noisy/clean pair (``stack.fit_noise``), rounded and
     clipped to uint8 like the real one, noise drawn with seed 0 (independent pixels, no bias: what the
-    noise-model methods assume)."""
+    noise-model methods assume). ``pgo-<confocal image>``: the same photon noise as a camera records it, on a
+    dark offset of :data:`OFFSET` with read noise of at least 2 (the fitted read variance, or 4 where it is
+    less), uint16 and not clipped; its clean image is shifted by the offset too (PSNR unchanged by the shift)."""
+    if name.startswith("pgo-"):
+        from stack import fit_noise
+
+        noisy_path, clean_path = image_paths(data, name[4:])
+        real, clean = tifffile.imread(noisy_path), tifffile.imread(clean_path)
+        gain, read = fit_noise(real, clean)
+        rng = np.random.default_rng(0)
+        photons = rng.poisson(clean.astype(np.float64) / gain) * gain
+        noisy = np.round(photons + OFFSET + rng.normal(0, np.sqrt(max(read, 4.0)), clean.shape))
+        return noisy.astype(np.uint16), clean.astype(np.float64) + OFFSET
     if name.startswith("pg-"):
         from stack import fit_noise
 
