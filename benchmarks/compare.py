@@ -71,24 +71,18 @@ def load(data: Path, name: str):
     noise-model methods assume). ``pgo-<confocal image>``: the same photon noise as a camera records it, on a
     dark offset of :data:`OFFSET` with read noise of at least 2 (the fitted read variance, or 4 where it is
     less), uint16 and not clipped; its clean image is shifted by the offset too (PSNR unchanged by the shift)."""
-    if name.startswith("pgo-"):
+    if name.startswith(("pg-", "pgo-")):
         from stack import fit_noise
 
-        noisy_path, clean_path = image_paths(data, name[4:])
+        offset = OFFSET if name.startswith("pgo-") else 0.0
+        noisy_path, clean_path = image_paths(data, name.split("-", 1)[1])
         real, clean = tifffile.imread(noisy_path), tifffile.imread(clean_path)
         gain, read = fit_noise(real, clean)
         rng = np.random.default_rng(0)
         photons = rng.poisson(clean.astype(np.float64) / gain) * gain
-        noisy = np.round(photons + OFFSET + rng.normal(0, np.sqrt(max(read, 4.0)), clean.shape))
-        return noisy.astype(np.uint16), clean.astype(np.float64) + OFFSET
-    if name.startswith("pg-"):
-        from stack import fit_noise
-
-        noisy_path, clean_path = image_paths(data, name[3:])
-        real, clean = tifffile.imread(noisy_path), tifffile.imread(clean_path)
-        gain, read = fit_noise(real, clean)
-        rng = np.random.default_rng(0)
-        photons = rng.poisson(clean.astype(np.float64) / gain) * gain
+        if offset:  # a camera's: on a dark offset, with some read noise, not clipped
+            noisy = np.round(photons + offset + rng.normal(0, np.sqrt(max(read, 4.0)), clean.shape))
+            return noisy.astype(np.uint16), clean.astype(np.float64) + offset
         noisy = np.clip(np.round(photons + rng.normal(0, np.sqrt(read), clean.shape)), 0, 255).astype(np.uint8)
         return noisy, clean
     noisy_path, clean_path = image_paths(data, name)

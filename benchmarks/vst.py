@@ -23,7 +23,7 @@ import torch
 from compare import load
 from napari_noise2fast import denoise
 from napari_noise2fast.methods.bm3d_vst import anscombe, fit_noise, inverse_anscombe
-from run_benchmark import DEFAULT_DATA, expand, psnr_ssim
+from run_benchmark import DEFAULT_DATA, append_rows, expand, psnr_ssim
 
 COLUMNS = ["image", "mode", "seed", "noisy_psnr", "psnr", "ssim", "seconds", "gain", "read"]
 
@@ -71,12 +71,7 @@ def main(argv: list[str] | None = None) -> int:
                           "gain": f"{gain:.4g}", "read": f"{read:.4g}"}
                 print("| " + " | ".join(str(record[c]) for c in COLUMNS) + " |", flush=True)
                 if args.csv:
-                    new = not args.csv.exists()
-                    with args.csv.open("a", newline="") as handle:
-                        writer = csv.DictWriter(handle, COLUMNS)
-                        if new:
-                            writer.writeheader()
-                        writer.writerow(record)
+                    append_rows(args.csv, COLUMNS, [record])
     return 0
 
 

@@ -24,6 +24,16 @@ def compute_dtype(device: torch.device, precision: str) -> torch.dtype:
     return PRECISIONS[precision]
 
 
+def check_patch_settings(settings: dict, positive: tuple[str, ...], multiple: int) -> None:
+    """ValueError unless each of ``positive`` is a positive integer and ``patch`` an integer of at least
+    ``multiple`` (the U-Net's pooling)."""
+    for name in positive:
+        if not isinstance(settings[name], int) or isinstance(settings[name], bool) or settings[name] < 1:
+            raise ValueError(f"{name} must be a positive integer, got {settings[name]!r}")
+    if not isinstance(settings["patch"], int) or settings["patch"] < multiple:
+        raise ValueError(f"patch must be an integer of at least {multiple}, got {settings['patch']!r}")
+
+
 def network_state(weights: dict, noise=None) -> dict:
     """A saved model's state: the network's ``weights`` as ``network.*`` and a noise model's
     (:mod:`napari_noise2fast.noise`) as ``noise.*``, on the CPU."""

@@ -23,9 +23,9 @@ confocal fish the likelihood weights each pixel by the inverse of its noise vari
 (a third of the crop at 3-4 of 255, almost noiseless) outweighed the structures hundreds of times and D
 lost 0.8 dB (the 128x128 crop, seed 0: 26.94 dB against 27.70 dB by least squares; benchmarks/RESULTS.md).
 The output, streamed as it improves, is D's J-invariant prediction of the plane: 9 passes, each with one
-phase of the grid masked as in training, every pixel taken from the pass that masked it (:func:`_invariant`). Validation: the likelihood on
-a fixed mask of the (first) plane; the best-validated pair of networks is kept. The learning rates fall to
-zero over the budget (a cosine).
+phase of the grid masked as in training, every pixel taken from the pass that masked it (:func:`_invariant`).
+Validation: the likelihood on a fixed mask of the (first) plane; the best-validated pair of networks is kept.
+The learning rates fall to zero over the budget (a cosine).
 
 Training is on patches at every plane size; validation and output are predicted in tiles.
 """
@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from napari_noise2fast.devices import resolve_device
-from napari_noise2fast.methods._torch import PRECISIONS, TrainedMethod, network_state, noise_of
+from napari_noise2fast.methods._torch import PRECISIONS, TrainedMethod, check_patch_settings, network_state, noise_of
 from napari_noise2fast.methods.noise2void import DEPTH, UNet, pad_to_multiple, predict_unet, random_patches
 from napari_noise2fast.noise import NoiseNetwork
 
@@ -120,11 +120,7 @@ class NoiseNet(TrainedMethod):
             raise ValueError(f"noise_learning_rate must be positive, got {settings['noise_learning_rate']!r}")
         if settings["denoiser_loss"] not in DENOISER_LOSSES:
             raise ValueError(f"denoiser_loss must be one of {list(DENOISER_LOSSES)}, got {settings['denoiser_loss']!r}")
-        for name in ("gaussians", "hidden", "batch", "base"):
-            if not isinstance(settings[name], int) or isinstance(settings[name], bool) or settings[name] < 1:
-                raise ValueError(f"{name} must be a positive integer, got {settings[name]!r}")
-        if not isinstance(settings["patch"], int) or settings["patch"] < 2**DEPTH:
-            raise ValueError(f"patch must be an integer of at least {2**DEPTH}, got {settings['patch']!r}")
+        check_patch_settings(settings, ("gaussians", "hidden", "batch", "base"), 2**DEPTH)
         return settings
 
     def build(self) -> UNet:

@@ -32,7 +32,15 @@ import torch.nn.functional as F
 
 from napari_noise2fast.devices import resolve_device
 from napari_noise2fast.engine import PART, Countdown, seeded_module
-from napari_noise2fast.methods._torch import NOISE_KEY, PRECISIONS, TrainedMethod, autocast, network_state, noise_of
+from napari_noise2fast.methods._torch import (
+    NOISE_KEY,
+    PRECISIONS,
+    TrainedMethod,
+    autocast,
+    check_patch_settings,
+    network_state,
+    noise_of,
+)
 from napari_noise2fast.methods.noise2void import (
     DEPTH,
     RECEPTIVE_RADIUS,
@@ -134,11 +142,8 @@ class PN2V(TrainedMethod):
             raise ValueError(f"estimate must be one of {list(ESTIMATES)}, got {settings['estimate']!r}")
         if settings["noise_model"] not in KINDS:
             raise ValueError(f"noise_model must be one of {list(KINDS)}, got {settings['noise_model']!r}")
-        for name in ("bootstrap_steps", "samples", "gaussians", "order", "fit_steps", "batch", "base"):
-            if not isinstance(settings[name], int) or isinstance(settings[name], bool) or settings[name] < 1:
-                raise ValueError(f"{name} must be a positive integer, got {settings[name]!r}")
-        if not isinstance(settings["patch"], int) or settings["patch"] < 2**DEPTH:
-            raise ValueError(f"patch must be an integer of at least {2**DEPTH}, got {settings['patch']!r}")
+        positive = ("bootstrap_steps", "samples", "gaussians", "order", "fit_steps", "batch", "base")
+        check_patch_settings(settings, positive, 2**DEPTH)
         return settings
 
     def build(self) -> UNet:
