@@ -151,6 +151,11 @@ class TrainedMethod(Method):
 
     keeps_last = False  # True: the output is the latest report's, not the best-scored one
 
+    def prediction_spec(self) -> dict:
+        """The settings with the precision this model chose, and its device type (see :meth:`predictor`)."""
+        precision = next(name for name, dtype in PRECISIONS.items() if dtype == self.compute_dtype)
+        return {"settings": {**self.settings, "precision": precision}, "device": self.noisy.device.type}
+
     def preview(self) -> torch.Tensor:
         return self.best_output
 

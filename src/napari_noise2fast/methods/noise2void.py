@@ -87,16 +87,21 @@ def pad_to_multiple(image: torch.Tensor, multiple: int) -> tuple[torch.Tensor, t
     return image, (height, width)
 
 
+def unet_forward(network: UNet, dtype: torch.dtype, device: torch.device):
+    """The network on a (1, 1, h, w) tile, computing in ``dtype`` (channels-last), its outputs in float32."""
+
+    def forward(tile: torch.Tensor) -> torch.Tensor:
+        with autocast(device, dtype):
+            return network(tile.contiguous(memory_format=torch.channels_last)).float()
+
+    return forward
+
+
 def predict_unet(network: UNet, padded: torch.Tensor, size, dtype: torch.dtype) -> torch.Tensor:
     """A one-output U-Net on a plane padded to a multiple of 2**DEPTH, in tiles, computing in ``dtype``;
     (H, W) float32, cut to ``size``."""
-
-    def forward(tile: torch.Tensor) -> torch.Tensor:
-        with autocast(padded.device, dtype):
-            return network(tile.contiguous(memory_format=torch.channels_last)).float()
-
-    return predict_in_tiles(forward, padded, RECEPTIVE_RADIUS, bytes_per_pixel=2048,
-                            multiple=2**DEPTH)[:size[0], :size[1]]
+    return predict_in_tiles(unet_forward(network, dtype, padded.device), padded, RECEPTIVE_RADIUS,
+                            bytes_per_pixel=2048, multiple=2**DEPTH)[:size[0], :size[1]]
 
 
 def random_patches(noisy: torch.Tensor, rng, batch: int, size: int, plane_size) -> torch.Tensor:

@@ -241,9 +241,7 @@ class NoiseNet(TrainedMethod):
         if cached_state is not state:  # once per best, not per plane
             network = self._unpack(state, self.settings)[0].to(self.noisy.device, memory_format=torch.channels_last)
             self._best = (state, network.eval())
-        padded, size = pad_to_multiple(plane, 2**DEPTH)
-        with torch.inference_mode():
-            return _invariant(network, padded, size, self.compute_dtype).clamp(0, 1)
+        return _denoise_plane(network, plane, self.compute_dtype)
 
     def trained_state(self) -> dict | None:
         """The best-validated denoiser and noise network, on the CPU (None before the first validation)."""
@@ -252,10 +250,6 @@ class NoiseNet(TrainedMethod):
     def predicting_state(self) -> dict:
         return self.best_state if self.best_state is not None else self._state()
 
-    def prediction_spec(self) -> dict:
-        precision = next(name for name, dtype in PRECISIONS.items() if dtype == self.compute_dtype)
-        return {"settings": {**self.settings, "precision": precision}, "device": self.noisy.device.type}
-
     @classmethod
     def predictor(cls, state: dict, *, settings: dict, device: str):
         where = resolve_device(device)
@@ -263,12 +257,7 @@ class NoiseNet(TrainedMethod):
         network = cls._unpack(state, settings)[0]
         network = network.to(where, memory_format=torch.channels_last).eval().requires_grad_(False)
 
-        def predict(plane: torch.Tensor) -> torch.Tensor:
-            padded, size = pad_to_multiple(plane.to(where), 2**DEPTH)
-            with torch.inference_mode():
-                return _invariant(network, padded, size, dtype).clamp(0, 1)
-
-        return predict
+        return lambda plane: _denoise_plane(network, plane.to(where), dtype)
 
     @classmethod
     def check_state(cls, state: dict, **params) -> None:
@@ -307,3 +296,10 @@ def _invariant(network: UNet, padded: torch.Tensor, size, dtype: torch.dtype) ->
             prediction = predict_unet(network, masked(padded, mask), padded.shape[-2:], dtype)
             output = torch.where(mask[0, 0], prediction, output)
     return output[:size[0], :size[1]]
+
+
+def _denoise_plane(network: UNet, plane: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A normalised plane (1, 1, H, W) denoised by the J-invariant prediction; (H, W) within [0, 1]."""
+    padded, size = pad_to_multiple(plane, 2**DEPTH)
+    with torch.inference_mode():
+        return _invariant(network, padded, size, dtype).clamp(0, 1)

@@ -36,7 +36,6 @@ from napari_noise2fast.methods._torch import (
     NOISE_KEY,
     PRECISIONS,
     TrainedMethod,
-    autocast,
     check_patch_settings,
     network_state,
     noise_of,
@@ -49,6 +48,7 @@ from napari_noise2fast.methods.noise2void import (
     pad_to_multiple,
     predict_unet,
     random_patches,
+    unet_forward,
 )
 from napari_noise2fast.noise import KINDS, fit_pairs
 from napari_noise2fast.tiling import central_crop, predict_in_tiles
@@ -70,16 +70,6 @@ def sample_loss(samples: torch.Tensor, observation: torch.Tensor, noise) -> torc
     return -(torch.logsumexp(log_p, dim=1) - math.log(samples.shape[1]))
 
 
-def _forward_samples(network: UNet, dtype: torch.dtype, device: torch.device):
-    """The network's K samples of a (1, 1, h, w) tile, float32."""
-
-    def forward(tile: torch.Tensor) -> torch.Tensor:
-        with autocast(device, dtype):
-            return network(tile.contiguous(memory_format=torch.channels_last)).float()
-
-    return forward
-
-
 def _bytes_per_pixel(samples: int, noise) -> float:
     gaussians = noise.coefficients.shape[1] if getattr(noise, "kind", None) == "gmm" else 1
     return 2048 + 4 * samples * (3 * gaussians + 6)
@@ -88,7 +78,7 @@ def _bytes_per_pixel(samples: int, noise) -> float:
 def _mmse_plane(network: UNet, noise, padded: torch.Tensor, size, dtype, estimate: str = "mmse") -> torch.Tensor:
     """The MMSE estimate (``estimate="mean"``: the samples' mean) of a plane padded to a multiple of
     2**DEPTH, in tiles; (H, W), unpadded."""
-    forward = _forward_samples(network, dtype, padded.device)
+    forward = unet_forward(network, dtype, padded.device)
     samples = network.out.out_channels
 
     def estimated(tile: torch.Tensor) -> torch.Tensor:
@@ -292,7 +282,7 @@ class PN2V(TrainedMethod):
         """(2, H, W): the samples' mean and PN2V's loss at every pixel of the masked validation plane."""
         network_input, _ = self.validation
         observation, _ = pad_to_multiple(self.noisy[:1], 2**DEPTH)
-        forward = _forward_samples(self.network, self.compute_dtype, self.noisy.device)
+        forward = unet_forward(self.network, self.compute_dtype, self.noisy.device)
 
         def maps(tile: torch.Tensor) -> torch.Tensor:
             samples = forward(tile[:, :1])
@@ -391,10 +381,6 @@ class PN2V(TrainedMethod):
         if self.stage == "pn2v":  # no PN2V validation yet: the network as it is now
             return self._state(weights)
         return network_state(weights)
-
-    def prediction_spec(self) -> dict:
-        precision = next(name for name, dtype in PRECISIONS.items() if dtype == self.compute_dtype)
-        return {"settings": {**self.settings, "precision": precision}, "device": self.noisy.device.type}
 
     @classmethod
     def predictor(cls, state: dict, *, settings: dict, device: str):
