@@ -10,7 +10,9 @@ as a user pays it: napari's viewer is opened first and its event loop run until 
 - ``filter``: the first Layers > Filter > Denoise > "Denoise the selected layer" with the sample open
   (it opens the dock and starts a run);
 - ``beats preview``: from Start on the sample (the dock's defaults, the dock already open and warm) to the
-  first event whose output is the method's rather than the Gaussian preview, and the status line then.
+  first event whose output is the method's rather than the Gaussian preview, and the status line then;
+- ``improves``: from Start as above to the first output shown that is not the Gaussian preview (the
+  total-variation preview, or the method's output), with the true PSNR of both against the clean cell.
 
 For the first three, ``blocked s`` is how long the call kept the event loop from running (the call is
 synchronous), and ``longest stall s`` the longest gap of a 10 ms Qt timer in the 5 s after it (background
@@ -53,7 +55,7 @@ timer.setInterval(10)
 timer.timeout.connect(tick)
 spin(2.0)
 row = {}
-if measure in ("dock", "filter", "beats preview"):
+if measure in ("dock", "filter", "beats preview", "improves"):
     viewer.open_sample("napari-noise2fast", "noisy_cell")
     spin(1.0)
 timer.start()
@@ -68,7 +70,7 @@ elif measure == "filter":
     from napari._app_model import get_app_model
     viewer.layers.selection.active = viewer.layers["noisy cell"]
     get_app_model().commands.execute_command("napari-noise2fast.denoise_selected").result()
-if measure != "beats preview":
+if measure not in ("beats preview", "improves"):
     row["blocked_s"] = time.perf_counter() - start
     last[0] = time.perf_counter()
     spin(5.0)
@@ -78,19 +80,36 @@ else:
     spin(1.0)
     dock.wait_warm()
     spin(1.0)
-    seen = []
+    seen, shown = [], []
     start = time.perf_counter()
     worker = dock.start(viewer.layers["noisy cell"])
     worker.yielded.connect(lambda item: seen.append((time.perf_counter() - start, item[0].stage, item[0].step)))
-    while dock.running and not any(stage != "preview" for _, stage, _ in seen):
+    worker.yielded.connect(lambda item: shown.append((time.perf_counter() - start, item[0]))
+                           if item[0].output is not None else None)
+
+    def improved():
+        return len(shown) > 1 if measure == "improves" else any(stage != "preview" for _, stage, _ in seen)
+    while dock.running and not improved():
         app.processEvents()
         time.sleep(0.002)
         if time.perf_counter() - start > 600:
             break
-    beaten = [t for t, stage, _ in seen if stage != "preview"]
-    row["seconds"] = beaten[0] if beaten else None
-    step = [s for t, stage, s in seen if stage != "preview"]
-    row["note"] = (f"at step {step[0]}; " if step else "never; ") + dock.status.value.replace("\n", " / ")
+    if measure == "improves":
+        from napari_noise2fast.samples import clean_cell
+        from skimage.metrics import peak_signal_noise_ratio
+        clean = clean_cell()
+        span = float(clean.max() - clean.min())
+        def psnr(event):
+            return peak_signal_noise_ratio(clean, event.output.astype(float), data_range=span)
+        row["seconds"] = shown[1][0] if len(shown) > 1 else None
+        row["note"] = (f"Gaussian preview {psnr(shown[0][1]):.2f} dB; then {shown[1][1].stage} "
+                       f"{shown[1][1].preview_filter} {psnr(shown[1][1]):.2f} dB; " if len(shown) > 1 else "never; ") \
+            + dock.status.value.replace("\n", " / ")
+    else:
+        beaten = [t for t, stage, _ in seen if stage != "preview"]
+        row["seconds"] = beaten[0] if beaten else None
+        step = [s for t, stage, s in seen if stage != "preview"]
+        row["note"] = (f"at step {step[0]}; " if step else "never; ") + dock.status.value.replace("\n", " / ")
     dock.stop()
     while dock.running:
         app.processEvents()
@@ -125,7 +144,7 @@ def main() -> int:
             print(row, flush=True)
             time.sleep(0.5)
     print(f"\n{cpu}, {args.repeats} fresh processes each; medians\n")
-    print("| measure | blocked s | longest stall s (5 s after) | seconds to beat the preview |")
+    print("| measure | blocked s | longest stall s (5 s after) | seconds to beat (or improve on) the preview |")
     print("|---|---|---|---|")
     for measure in args.measures.split(","):
         mine = [r for r in rows if r["measure"] == measure]

@@ -88,26 +88,35 @@ def _total_variation(image: np.ndarray, weight: float) -> np.ndarray:
 def refined_preview(plane: np.ndarray, sigma: float) -> tuple[np.ndarray, float, float] | None:
     """A second classical estimate, total variation (Chambolle), where it beats the Gaussian of ``sigma``.
 
-    Its weight is calibrated by the same J-invariant loss on the plane's central ``REFINE_SIDE`` square
-    (weights ``TV_WEIGHTS`` times the blind noise estimate of ``estimate_sigma``), and the Gaussian is scored
-    there too. Where total variation's loss is lower, returns (the plane filtered with that weight, float32,
-    its gain over the Gaussian in dB on that square, the weight); else None. Total variation keeps edges the
-    Gaussian blurs. Measured (``benchmarks/preview_refinement.py``): chosen on 11 of the 12 Set12 images at
-    sigma 25, gaining 0.7-3.4 dB of true PSNR; not chosen on Set12 10, the BPAE confocal image and the noisy
-    cell sample; chosen on the FMD fish, where it *loses* 1.09 dB (the loss predicted +0.23 dB: its real
-    noise is not what the J-invariant loss assumes, and no threshold on the predicted gain separates it).
+    On the plane's central ``REFINE_SIDE`` square, total variation's weight is calibrated by the J-invariant
+    loss on one of the ``stride**2`` masks (weights ``TV_WEIGHTS`` times the blind noise estimate of
+    ``estimate_sigma``; scikit-image's approximate loss), then the chosen weight and the Gaussian are scored
+    alike, on all the masks (``denoise_invariant``). Where total variation's loss is lower, returns (the plane
+    filtered with that weight, float32, its gain over the Gaussian in dB on that square, the weight); else None.
+    Total variation keeps edges the Gaussian blurs.
+
+    The two are compared on the same pixels: a total variation scored on one mask against a Gaussian scored
+    on all of them (as before 2026-12-07) decided by which mask happened to be drawn. Measured
+    (``benchmarks/preview_refinement.py``): chosen on all 12 Set12 images at sigma 25 (true gain 0.7-3.4 dB),
+    on the noisy cell sample (+0.66 dB) and on the BPAE confocal image (-0.16 dB); not chosen on the FMD fish,
+    where it would lose 1.09 dB.
     """
     sample = np.asarray(central_crop(plane, REFINE_SIDE), dtype=np.float64)
     noise = max(float(estimate_sigma(sample)), 1e-6)
     _, (tested, losses) = calibrate_denoiser(sample, _total_variation,
                                              {"weight": [scale * noise for scale in TV_WEIGHTS]}, extra_output=True)
-    best = int(np.argmin(losses))
-    smooth_loss = float(np.mean((denoise_invariant(sample, _smooth, denoiser_kwargs={"sigma": sigma}) - sample) ** 2))
-    if not losses[best] < smooth_loss:
+    weight = float(tested[int(np.argmin(losses))]["weight"])
+    refined_loss = _invariant_mse(sample, _total_variation, weight=weight)
+    smooth_loss = _invariant_mse(sample, _smooth, sigma=sigma)
+    if not refined_loss < smooth_loss:
         return None
-    weight = float(tested[best]["weight"])
     output = _total_variation(np.asarray(plane, dtype=np.float64), weight).astype(np.float32)
-    return output, 10.0 * float(np.log10(smooth_loss / losses[best])), weight
+    return output, 10.0 * float(np.log10(smooth_loss / refined_loss)), weight
+
+
+def _invariant_mse(image: np.ndarray, denoiser, **kwargs) -> float:
+    """The J-invariant loss of ``denoiser(image, **kwargs)`` on every pixel (all the masks)."""
+    return float(np.mean((denoise_invariant(image, denoiser, denoiser_kwargs=kwargs) - image) ** 2))
 
 
 def separable_gaussian(image: np.ndarray, sigma: float) -> np.ndarray:
