@@ -13,7 +13,9 @@ drift, Poisson-Gaussian noise fitted to its real noisy pair, uint8), and a model
   before the clock starts, so that the table shows the prediction, not the start of the workers; and
   ``2 workers, dask's MALLOC_TRIM_THRESHOLD_``: the same with the environment dask's nannies set by default.
 
-Printed: frames, seconds, frames per second, the ratio to one worker, the peak RSS of this process and of
+Each mode runs twice: the result returned to this process, and written to a zarr output (``out=``), which
+on a cluster the workers write themselves (nothing but two numbers a plane comes back). Printed: frames,
+seconds, frames per second, the ratio to one worker (with the same output), the peak RSS of this process and of
 each worker (VmHWM: the worker processes' own), and the largest difference from the local result.
 
     python benchmarks/distributed_scaling.py --frames 200 --size 256      # both cores, nothing else running
@@ -59,31 +61,43 @@ def main() -> None:
         pass
     model = job.save_model(folder / "model")
     rows, local = [], None
-    for threads in (1, 2):
-        torch.set_num_threads(threads)
-        start = time.perf_counter()
-        result = denoise(noisy, axes="TYX", device="cpu", model=model)
-        seconds = time.perf_counter() - start
-        local = result if local is None else local
-        rows.append((f"local, {threads} thread(s)", seconds, [], float(np.abs(result - local).max())))
-    torch.set_num_threads(1)
-    for workers, trim in ((1, False), (2, False), (2, True)):
-        with local_cluster(workers, malloc_trim=trim) as cluster, Client(cluster) as client:
-            denoise(noisy[:workers * 2], axes="TYX", device="cpu", model=model, client=client)  # warm the workers
+    zarr_out = iter(range(1000))  # a fresh output folder for every timed run
+
+    def output(to_zarr):
+        return str(folder / f"out{next(zarr_out)}.zarr") if to_zarr else None
+
+    for to_zarr in (False, True):
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
             start = time.perf_counter()
-            result = denoise(noisy, axes="TYX", device="cpu", model=model, client=client)
+            result = np.asarray(denoise(noisy, axes="TYX", device="cpu", model=model, out=output(to_zarr)))
+            seconds = time.perf_counter() - start
+            local = result if local is None else local
+            rows.append((f"local, {threads} thread(s)" + (", zarr output" if to_zarr else ""), seconds, [],
+                         float(np.abs(result - local).max())))
+    torch.set_num_threads(1)
+    for workers, trim, to_zarr in ((1, False, False), (2, False, False), (2, True, False),
+                                   (1, False, True), (2, False, True)):
+        with local_cluster(workers, malloc_trim=trim) as cluster, Client(cluster) as client:
+            denoise(noisy[:workers * 2], axes="TYX", device="cpu", model=model, client=client,
+                    out=output(to_zarr))  # warm the workers
+            start = time.perf_counter()
+            result = np.asarray(denoise(noisy, axes="TYX", device="cpu", model=model, client=client,
+                                        out=output(to_zarr)))
             seconds = time.perf_counter() - start
             memory = sorted(client.run(peak_rss_mb).values())
-        name = f"cluster, {workers} worker(s)" + (", dask's MALLOC_TRIM_THRESHOLD_" if trim else "")
+        name = f"cluster, {workers} worker(s)" + (", dask's MALLOC_TRIM_THRESHOLD_" if trim else "") \
+            + (", zarr output written by the workers" if to_zarr else "")
         rows.append((name, seconds, memory, float(np.abs(result - local).max())))
-    one_worker = rows[2][1]
+    one_worker = {False: rows[4][1], True: rows[7][1]}  # the same output: to this process, or to zarr
     print(f"{cpu_name()}; {args.frames} frames of {args.size}x{args.size} ({args.image}), a model of "
           f"{args.train_steps} steps; this process peak RSS {peak_rss_mb():.0f} MB\n")
     print("| mode | frames | seconds | frames/s | speed against 1 worker | peak RSS per worker MB | "
           "largest difference from local |")
     print("|---|---|---|---|---|---|---|")
     for name, seconds, memory, difference in rows:
-        print(f"| {name} | {args.frames} | {seconds:.1f} | {args.frames / seconds:.2f} | {one_worker / seconds:.2f}x | "
+        ratio = one_worker["zarr" in name] / seconds
+        print(f"| {name} | {args.frames} | {seconds:.1f} | {args.frames / seconds:.2f} | {ratio:.2f}x | "
               f"{', '.join(f'{m:.0f}' for m in memory) or '-'} | {difference:.3g} |")
 
 

@@ -58,6 +58,39 @@ def test_a_lazy_recording_is_read_by_the_workers_and_a_saved_model_predicts_ther
     np.testing.assert_allclose(local, job.result(), rtol=0, atol=1e-3 * np.ptp(local))
 
 
+def test_the_workers_write_a_zarr_output_themselves(client, recording, tmp_path, monkeypatch):
+    """With ``out`` a zarr path the workers write their planes into it and send back only the planes' ranges:
+    no plane is written where the job runs, and the output equals the local run and is recorded finished (a
+    run started again on it has nothing left to do). A zarr array with two planes per chunk is written by
+    the job, as two tasks' planes must not share a chunk."""
+    import zarr
+
+    from napari_noise2fast.output import ATTRS_KEY, Output
+
+    local = denoise(recording, **SETTINGS)
+    writes = []
+    original = Output.write
+    monkeypatch.setattr(Output, "write", lambda self, index, values: writes.append(index) or
+                        original(self, index, values))
+    job = iter_denoise(recording, client=client, out=str(tmp_path / "out.zarr"), **SETTINGS)
+    done = [e for e in job if e.done]
+    assert sorted(e.plane for e in done) == list(range(5)) and all(e.output is None for e in done)
+    assert writes == []  # every plane written by a worker
+    written = zarr.open_array(str(tmp_path / "out.zarr"), mode="r")
+    np.testing.assert_allclose(written[:], local, rtol=0, atol=1e-3 * np.ptp(local))
+    assert dict(written.attrs)[ATTRS_KEY]["finished"] == list(range(5))
+    again = [e for e in iter_denoise(recording, client=client, out=str(tmp_path / "out.zarr"), **SETTINGS) if e.done]
+    assert [e.stop_reason for e in again] == ["resumed"] * 5
+
+    shared = zarr.open_array(str(tmp_path / "pairs.zarr"), mode="w", shape=recording.shape, chunks=(2, 48, 56),
+                             dtype=np.float32)
+    remote = denoise(recording, client=client, out=shared, dtype=np.float32, **SETTINGS)
+    assert sorted(writes) == list(range(5))  # written here, a chunk once both its planes are done
+    assert np.asarray(remote).dtype == np.float32
+    np.testing.assert_allclose(np.asarray(remote), denoise(recording, dtype=np.float32, **SETTINGS), rtol=0,
+                               atol=1e-3 * np.ptp(local))
+
+
 def test_client_is_checked_and_needs_a_recording(client, recording):
     with pytest.raises(ValueError, match="client must be a dask.distributed Client"):
         iter_denoise(recording, axes="TYX", client="tcp://127.0.0.1:8786")

@@ -375,6 +375,8 @@ class DenoiseJob:
             is_integer=self._is_integer, keep=lambda index, normalised: self._store(index, normalised, run.map),
             trained=stored if stored is not None else trained, on_trained=on_trained, warm=warm,
             reason="resumed" if stored is not None else "model", client=self._client,
+            destination=self._destination if self._client is not None and out is not None
+            and out.workers_can_write else None,
             skip=[index for index in indices if self._done[index]], **kwargs)
         if run.trained is not None:  # nothing to train: the model is already the one to save
             self._remember(indices[0], run.trained, run.map)
@@ -384,9 +386,16 @@ class DenoiseJob:
             self._noise[group] = fitted
         self.current = None
 
+    def _destination(self, index: int):
+        """Where a cluster's worker writes plane ``index`` into ``out`` itself, clipped as :meth:`_store` clips."""
+        return self._out.destination(index, self._low, self._high)
+
     def _store(self, index: int, normalised: np.ndarray | None, plane_map: IntensityMap | None) -> None:
-        """Keep plane ``index``'s result (``normalised`` None: the plane itself, unchanged)."""
-        if self._out is not None:
+        """Keep plane ``index``'s result (``normalised`` None: the plane itself, unchanged; ``WRITTEN``: a
+        cluster's worker wrote it into ``out``)."""
+        if isinstance(normalised, str):  # cluster.WRITTEN
+            self._out.finish(index)
+        elif self._out is not None:
             if normalised is None:
                 values = self._planes[index]
                 values = values if values.dtype == self.out_dtype else self.cast(values)

@@ -4,8 +4,11 @@ The job trains (or loads) the model where it runs; then the trained weights go t
 (``Client.scatter(..., broadcast=True)``), and each plane is a task: the worker reads the plane (from a lazy
 input, such as a zarr store it can open, itself; a NumPy input's plane travels with the task), normalises it
 with the recording's map, predicts it in tiles with the engine's tiling, and sends back the normalised output
-(float32, the plane's size). What travels: the weights (about 1 MB) once, the settings and the map with each
-task, a plane each way for NumPy inputs; for a zarr input only the output comes back.
+(float32, the plane's size), or, where the job's output is a zarr array in a folder the workers can open
+(``out=`` a path ending in .zarr, or a zarr array stored a plane per chunk in a local folder), writes the plane
+into it itself and sends back only the plane's lowest and highest values (:class:`Destination`). What
+travels: the weights (about 1 MB) once, the settings and the map with each task, a plane each way for NumPy
+inputs; for a zarr input only the output comes back, and with a zarr output nothing but two numbers a plane.
 Nothing here imports Qt or napari; ``distributed`` is imported only when a client is given.
 """
 
@@ -34,6 +37,35 @@ class Source:
         plane = np.asarray(self.image[self.location])
         check_finite(plane)
         return plane.T if self.transposed else plane
+
+
+class Destination:
+    """Where a worker writes a plane's result: the zarr array in ``folder`` at ``location``, in ``dtype``, X
+    before Y where ``transposed``; integer outputs clipped to ``[low, high]``, the input's range as known
+    when the task was made, widened by the plane's own (the job clips to the range read so far, which for a
+    lazy input grows as planes are read: the two differ only where a plane's output goes beyond every value
+    read before it but inside one read later)."""
+
+    def __init__(self, folder: str, location: tuple, dtype, low, high, transposed: bool = False):
+        self.folder, self.location, self.dtype = str(folder), location, np.dtype(dtype)
+        self.low, self.high, self.transposed = low, high, transposed
+
+    def write(self, plane: np.ndarray, normalised, plane_map) -> None:
+        """Write the result (``normalised`` by ``plane_map``; None: ``plane`` itself, a constant plane)."""
+        import zarr
+
+        from napari_noise2fast.intensity import cast
+
+        low = plane.min() if self.low is None else min(self.low, plane.min())
+        high = plane.max() if self.high is None else max(self.high, plane.max())
+        if normalised is None:
+            values = plane if plane.dtype == self.dtype else cast(plane, self.dtype, low, high)
+        else:
+            values = plane_map.back(normalised, self.dtype, low, high)
+        zarr.open_array(self.folder, mode="r+")[self.location] = values.T if self.transposed else values
+
+
+WRITTEN = "written"  # a task's result for a plane its worker wrote to the output itself
 
 
 def local_cluster(workers: int, malloc_trim: bool = False):
@@ -110,20 +142,25 @@ def _predictor(token: str, method: str, spec: dict, state: dict):
         return _PREDICTORS[token]
 
 
-def predict_planes(token: str, method: str, spec: dict, state: dict, sources: list[Source], plane_map) -> list:
+def predict_planes(token: str, method: str, spec: dict, state: dict, sources: list[Source], plane_map,
+                   destinations: list[Destination] | None = None) -> list:
     """On a worker: each plane of ``sources`` normalised by ``plane_map`` and denoised by the model of
     ``state`` (:meth:`Method.predictor`, ``spec`` its settings; built once per run, ``token``). Returns for
-    each the normalised float32 output (None for a constant plane: its output is the plane itself) and the
-    plane's lowest and highest values."""
+    each the normalised float32 output (None for a constant plane: its output is the plane itself), or
+    ``WRITTEN`` where it was written to its ``destinations`` entry, and the plane's lowest and highest values."""
     import torch
 
     results = []
-    for source in sources:
+    for k, source in enumerate(sources):
         plane = source.read()
         low, high = plane.min(), plane.max()
         if low == high:
-            results.append((None, low, high))
-            continue
-        tensor = torch.from_numpy(plane_map.normalise(plane))[None, None]
-        results.append((_predictor(token, method, spec, state)(tensor).cpu().numpy(), low, high))
+            normalised = None
+        else:
+            tensor = torch.from_numpy(plane_map.normalise(plane))[None, None]
+            normalised = _predictor(token, method, spec, state)(tensor).cpu().numpy()
+        if destinations is not None:
+            destinations[k].write(plane, normalised, plane_map)
+            normalised = WRITTEN
+        results.append((normalised, low, high))
     return results

@@ -106,7 +106,8 @@ class Event:
     output : numpy.ndarray or None
         The current best output in the input's intensity scale (float32), when
         requested (``output_every``), on the preview event and always on the
-        final event.
+        final event (but for a plane a cluster's worker wrote into ``out``
+        itself: see :mod:`napari_noise2fast.cluster`).
     view : numpy.ndarray or None
         When requested (``view_every``, and on the preview event then): the
         current best downsampled by ``view_factor`` (block means, at most
@@ -754,7 +755,7 @@ class RecordingRun(_Run):
                  sample: np.ndarray | None = None, device: str | torch.device = "auto", seed: int | None = None,
                  max_steps: int | None = None, output_every: int | None = None, view_every: int | None = None,
                  is_integer: bool = False, keep=None, trained: dict | None = None, on_trained=None,
-                 skip=(), warm=None, reason: str = "resumed", client=None, **params):
+                 skip=(), warm=None, reason: str = "resumed", client=None, destination=None, **params):
         if not method.trains_on_stacks:
             raise ValueError(f"{method.display_name} cannot train one model for a stack")
         self.planes = planes
@@ -774,6 +775,8 @@ class RecordingRun(_Run):
         self.trained_reason = reason  # the planes' stop_reason then: "resumed", or "model" for a model given
         self.warm = warm  # what the model starts from (Method's ``warm``), or None
         self.client = client  # a dask.distributed Client: the planes are predicted on its workers
+        # with a client: where a worker writes plane ``index``'s result itself (a cluster.Destination), or None
+        self.destination = destination
         self.on_trained = on_trained  # called with the trained_state once training ends
         self.skip = set(skip)  # planes finished already (a resumed run): not predicted again
         self.model: Method | None = None
@@ -837,6 +840,8 @@ class RecordingRun(_Run):
                 elif reason == "constant":  # a constant plane comes back unchanged, as on its own
                     output = value.astype(np.float32)
                     value = None
+                elif isinstance(value, str):  # WRITTEN: a worker wrote it to the output; nothing came back
+                    output = None
                 else:
                     output = self._intensity(value)
                 if self.keep is not None and reason != "resumed":
@@ -867,7 +872,8 @@ class RecordingRun(_Run):
         """As :meth:`_predicted_here`, every plane but those to ``skip`` predicted on the cluster of ``client``
         (see :mod:`napari_noise2fast.cluster`): the weights sent to each worker once, then the planes in tasks
         of a few each (:func:`~napari_noise2fast.cluster.task_planes`), yielded as their tasks finish (the
-        planes to ``skip`` first)."""
+        planes to ``skip`` first). With ``destination`` the workers write the results themselves: the value is
+        then ``cluster.WRITTEN`` (a constant plane too)."""
         from distributed import as_completed
 
         from napari_noise2fast.cluster import Source, predict_planes, task_planes
@@ -883,8 +889,9 @@ class RecordingRun(_Run):
             indices = todo[first:first + size]
             sources = [Source(self.planes.image, self.planes.location(index), self.planes.transposed) if lazy
                        else Source(np.asarray(self.planes[index])) for index in indices]
+            destinations = None if self.destination is None else [self.destination(index) for index in indices]
             tasks[self.client.submit(predict_planes, token, self.method_cls.name, spec, state, sources, self.map,
-                                     pure=False)] = indices
+                                     destinations, pure=False)] = indices
         for index in self.skip:
             yield index, "resumed", None
         try:
@@ -894,7 +901,7 @@ class RecordingRun(_Run):
                         self.planes.seen(low, high)
                     if normalised is None:
                         yield index, "constant", np.asarray(self.planes[index])
-                    else:
+                    else:  # the normalised output, or WRITTEN
                         yield index, None, normalised
         finally:
             for task in tasks:  # stopped: the planes not predicted yet are not

@@ -146,6 +146,25 @@ class Output:
         del self._pending[key]
         self._record()
 
+    @property
+    def workers_can_write(self) -> bool:
+        """Whether a cluster's workers may write planes here themselves: a zarr array in a local folder (or one
+        the workers share), one plane per chunk (no chunk is shared by two tasks' planes)."""
+        return (self.folder is not None and self.resumable
+                and all(self._chunks[axis] == 1 for axis in self._leading))
+
+    def destination(self, index: int, low, high):
+        """Where a worker writes plane ``index`` (:class:`~napari_noise2fast.cluster.Destination`), integer
+        outputs clipped to ``[low, high]`` widened by the plane's own range."""
+        from napari_noise2fast.cluster import Destination
+
+        return Destination(self.folder, self.location(index), self.array.dtype, low, high, self._transpose)
+
+    def finish(self, index: int) -> None:
+        """Record plane ``index`` as written (by a worker)."""
+        self.finished.add(index)
+        self._record()
+
     # a recording's trained model (``group``: its channel), or the state a warm-started plane hands on
     # (``"warm"``), beside a path output
     def model_path(self, group) -> Path | None:
