@@ -159,6 +159,23 @@ def test_pn2v_stopped_in_the_bootstrap_keeps_noise2voids_best():
     assert not job.has_model  # no PN2V model yet: nothing to save
 
 
+def test_pn2v_with_a_time_budget_and_unbounded_steps_bootstraps_for_a_third_of_it(monkeypatch):
+    """An equal-time comparison runs PN2V with ``seconds`` and unbounded steps: the bootstrap still gets its
+    share of the default run (1,500 of 4,500 steps), not 1,500 of a billion."""
+    from napari_noise2fast.methods import pn2v
+
+    noisy = torch.rand(1, 1, 32, 32)
+    clock = [100.0]
+    monkeypatch.setattr(pn2v.time, "perf_counter", lambda: clock[0])
+    for steps, seconds, share in ((10**9, 90.0, 1 / 3), (500, 80.0, 0.75)):
+        model = PN2V(noisy, rng=np.random.default_rng(0), level=0.01, steps=steps, seconds=seconds)
+        started = model.started
+        clock[0] = started + seconds * share - 0.5
+        assert not model._bootstrap_over()
+        clock[0] = started + seconds * share + 0.5
+        assert model._bootstrap_over()
+
+
 def test_pn2v_predicts_in_tiles_as_on_the_whole_plane_and_as_a_worker_would(monkeypatch):
     plane = torch.from_numpy(np.random.default_rng(2).random((1, 1, 70, 90), dtype=np.float32))
     model = PN2V(plane, rng=np.random.default_rng(0), level=1 / 255, **SMALL)

@@ -178,11 +178,17 @@ class PN2V(TrainedMethod):
         return Countdown(self.steps, self._budget, "steps")
 
     def _bootstrap_over(self) -> bool:
+        """At ``bootstrap_steps``, or with a time budget (``seconds``) at the bootstrap's share of it: its share
+        of the steps, PN2V's counted at most at their default (3,000), so that a run with unbounded steps
+        and a time budget (an equal-time comparison) gives the bootstrap a third of the time, as the
+        default run does, and not nothing."""
         if self.steps >= self.bootstrap_budget:
             return True
         seconds = self.settings["seconds"]
-        share = self.bootstrap_budget / self._budget
-        return seconds is not None and time.perf_counter() - self.started >= seconds * share
+        if seconds is None:
+            return False
+        share = self.bootstrap_budget / (self.bootstrap_budget + min(self.settings["steps"], self.DEFAULTS["steps"]))
+        return time.perf_counter() - self.started >= seconds * share
 
     # -- stages ---------------------------------------------------------------------------------------------
     def train_step(self) -> None:
