@@ -19,7 +19,7 @@ from napari_noise2fast.methods import calibrated, get_method
 from napari_noise2fast.methods import noise2fast as n2f
 from napari_noise2fast.methods.noise2fast import Noise2Fast, chequerboard_pairs, pair_crops, validation_tiles
 from napari_noise2fast.methods.noise2void import DEPTH, Noise2Void, UNet, pad_to_multiple
-from napari_noise2fast.preview import calibrated_gaussian, invariant_loss
+from napari_noise2fast.preview import calibrated_gaussian, invariant_loss, refined_preview
 
 
 def method(shape, seed=0, **params) -> Noise2Fast:
@@ -270,7 +270,8 @@ def test_events_carry_a_downsampled_view_filled_in_tile_by_tile(monkeypatch):
 def test_iter_denoise_passes_view_every_and_checks_it():
     image = np.random.default_rng(5).normal(100, 20, (40, 48)).astype(np.float32)
     events = list(iter_denoise(image, view_every=2, max_steps=4, seed=0, device="cpu"))
-    assert [event.view is not None for event in events] == [True, False, True, False, False]
+    previews = sum(event.step == 0 for event in events)  # the Gaussian, and total variation where it scores better
+    assert [event.view is not None for event in events] == [True] * previews + [False, True, False, False]
     assert events[0].view.shape == image.shape and events[0].view_factor == 1
     with pytest.raises(ValueError, match="view_every"):
         iter_denoise(image, view_every=0)
@@ -391,11 +392,13 @@ def test_in_bounded_mode_the_preview_is_scored_on_the_validation_tiles():
     assert tiles == run.model.tiles and len(tiles) == 4
     _, centre_loss, sigma = calibrated_gaussian(run._normalised)
     assert events[0].val_psnr == pytest.approx(mse_to_psnr(centre_loss))  # the first event comes before any tile
-    on_tiles = mse_to_psnr(invariant_loss(run._normalised, sigma, tiles))
+    refined = refined_preview(run._normalised, sigma)  # total variation, where it beats the Gaussian: its gain
+    gain = 0.0 if refined is None else refined[1]
+    on_tiles = mse_to_psnr(invariant_loss(run._normalised, sigma, tiles)) + gain
     assert run._preview_psnr == pytest.approx(on_tiles)
-    second = events[1]  # the preview scored on the tiles, an event of its own before the first step
-    assert (second.step, second.stage, second.output) == (0, "preview", None)
-    assert second.val_psnr == pytest.approx(on_tiles) and events[2].step == 1
+    scored = events[1 if refined is None else 2]  # the preview scored on the tiles, an event before the first step
+    assert (scored.step, scored.stage, scored.output) == (0, "preview", None)
+    assert scored.val_psnr == pytest.approx(on_tiles) and events[events.index(scored) + 1].step == 1
     assert on_tiles < mse_to_psnr(centre_loss) - 3  # the mismatch this removes
     assert events[-1].best_val_psnr == pytest.approx(max(on_tiles, events[-1].val_psnr))
 
