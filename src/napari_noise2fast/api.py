@@ -17,10 +17,10 @@ import numpy as np
 import torch
 
 from napari_noise2fast.checks import check_bool, check_int, check_positive_or_none, check_str
-from napari_noise2fast.cluster import check_client
+from napari_noise2fast.cluster import check_client, is_written
 from napari_noise2fast.devices import resolve_device
 from napari_noise2fast.engine import Event, PlaneRun, RecordingRun, recording_sample
-from napari_noise2fast.intensity import IntensityMap, cast, float_max, integer_bounds
+from napari_noise2fast.intensity import IntensityMap, cast, float_max, integer_bounds, plane_values
 from napari_noise2fast.lazy import Planes, is_lazy, is_zarr_path, open_zarr
 from napari_noise2fast.methods import get_method
 from napari_noise2fast.models import MODEL_USES, SavedModel, digest, load_model, save_model
@@ -393,15 +393,11 @@ class DenoiseJob:
     def _store(self, index: int, normalised: np.ndarray | None, plane_map: IntensityMap | None) -> None:
         """Keep plane ``index``'s result (``normalised`` None: the plane itself, unchanged; ``WRITTEN``: a
         cluster's worker wrote it into ``out``)."""
-        if isinstance(normalised, str):  # cluster.WRITTEN
+        if is_written(normalised):
             self._out.finish(index)
         elif self._out is not None:
-            if normalised is None:
-                values = self._planes[index]
-                values = values if values.dtype == self.out_dtype else self.cast(values)
-            else:
-                values = plane_map.back(normalised, self.out_dtype, self._low, self._high)
-            self._out.write(index, values)
+            plane = self._planes[index] if normalised is None else None
+            self._out.write(index, plane_values(plane, normalised, plane_map, self.out_dtype, self._low, self._high))
         elif normalised is not None:
             self._results[index] = normalised
             self._maps[index] = plane_map
@@ -427,12 +423,10 @@ class DenoiseJob:
             normalised, plane_map = None, None
         else:
             normalised, plane_map = self._results[index], self._maps[index]
-        if normalised is None or plane_map is None:  # constant or not started: the input plane itself
-            plane = self._planes[index]
-            if plane.dtype == self.out_dtype:
-                return plane
-            return cast(plane, self.out_dtype, self._low, self._high)
-        return plane_map.back(normalised, self.out_dtype, self._low, self._high)
+        if plane_map is None:  # constant or not started: the input plane itself
+            normalised = None
+        plane = self._planes[index] if normalised is None else None
+        return plane_values(plane, normalised, plane_map, self.out_dtype, self._low, self._high)
 
     def __iter__(self) -> Iterator[Event]:
         return self.events

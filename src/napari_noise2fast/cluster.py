@@ -53,14 +53,11 @@ class Destination:
     def write(self, plane: np.ndarray, normalised, plane_map, token: str) -> None:
         """Write the result (``normalised`` by ``plane_map``; None: ``plane`` itself, a constant plane) into the
         array, opened once per run (``token``) on this worker."""
-        from napari_noise2fast.intensity import cast
+        from napari_noise2fast.intensity import plane_values
 
         low = plane.min() if self.low is None else min(self.low, plane.min())
         high = plane.max() if self.high is None else max(self.high, plane.max())
-        if normalised is None:
-            values = plane if plane.dtype == self.dtype else cast(plane, self.dtype, low, high)
-        else:
-            values = plane_map.back(normalised, self.dtype, low, high)
+        values = plane_values(plane, normalised, plane_map, self.dtype, low, high)
         _output_array(token, self.folder)[self.location] = values.T if self.transposed else values
 
 
@@ -77,6 +74,11 @@ def _output_array(token: str, folder: str):
 
 
 WRITTEN = "written"  # a task's result for a plane its worker wrote to the output itself
+
+
+def is_written(value) -> bool:
+    """Whether a plane's result is ``WRITTEN`` (a string after its trip from the worker, not the same object)."""
+    return isinstance(value, str) and value == WRITTEN
 
 
 def local_cluster(workers: int, malloc_trim: bool = False):

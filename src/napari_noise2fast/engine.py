@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from napari_noise2fast.checks import check_positive_or_none
+from napari_noise2fast.cluster import is_written
 from napari_noise2fast.devices import resolve_device
 from napari_noise2fast.intensity import IntensityMap
 from napari_noise2fast.preview import REFINE_PIXELS, calibrated_gaussian, invariant_loss, refined_preview
@@ -840,7 +841,7 @@ class RecordingRun(_Run):
                 elif reason == "constant":  # a constant plane comes back unchanged, as on its own
                     output = value.astype(np.float32)
                     value = None
-                elif isinstance(value, str):  # WRITTEN: a worker wrote it to the output; nothing came back
+                elif is_written(value):  # a worker wrote it to the output; nothing came back
                     output = None
                 else:
                     output = self._intensity(value)

@@ -58,6 +58,14 @@ def cast(values: np.ndarray, dtype: np.dtype, low, high) -> np.ndarray:
     return np.clip(np.asarray(values, dtype=np.float64), -limit, limit).astype(dtype)
 
 
+def plane_values(plane: np.ndarray, normalised, plane_map, dtype: np.dtype, low, high) -> np.ndarray:
+    """A plane's result in ``dtype``, integers clipped to ``[low, high]``: ``normalised`` mapped back by
+    ``plane_map``, or for ``normalised`` None (a constant plane) the ``plane`` itself."""
+    if normalised is None:
+        return plane if plane.dtype == np.dtype(dtype) else cast(plane, dtype, low, high)
+    return plane_map.back(normalised, dtype, low, high)
+
+
 class IntensityMap:
     """The affine map of one plane onto [0, 1] (its minimum to 0, its maximum to 1) and back.
 
