@@ -89,7 +89,8 @@ def main() -> None:
         name = f"cluster, {workers} worker(s)" + (", dask's MALLOC_TRIM_THRESHOLD_" if trim else "") \
             + (", zarr output written by the workers" if to_zarr else "")
         rows.append((name, seconds, memory, float(np.abs(result - local).max())))
-    one_worker = {False: rows[4][1], True: rows[7][1]}  # the same output: to this process, or to zarr
+    # one worker's seconds, by output (returned to this process, or written to zarr)
+    one_worker = {"zarr" in name: seconds for name, seconds, _, _ in rows if name.startswith("cluster, 1 worker")}
     print(f"{cpu_name()}; {args.frames} frames of {args.size}x{args.size} ({args.image}), a model of "
           f"{args.train_steps} steps; this process peak RSS {peak_rss_mb():.0f} MB\n")
     print("| mode | frames | seconds | frames/s | speed against 1 worker | peak RSS per worker MB | "

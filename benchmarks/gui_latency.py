@@ -80,15 +80,19 @@ else:
     spin(1.0)
     dock.wait_warm()
     spin(1.0)
-    seen, shown = [], []
+    seen = []  # (seconds since Start, event)
     start = time.perf_counter()
     worker = dock.start(viewer.layers["noisy cell"])
-    worker.yielded.connect(lambda item: seen.append((time.perf_counter() - start, item[0].stage, item[0].step)))
-    worker.yielded.connect(lambda item: shown.append((time.perf_counter() - start, item[0]))
-                           if item[0].output is not None else None)
+    worker.yielded.connect(lambda item: seen.append((time.perf_counter() - start, item[0])))
+
+    def outputs():
+        return [(t, event) for t, event in seen if event.output is not None]
+
+    def methods():
+        return [(t, event) for t, event in seen if event.stage != "preview"]
 
     def improved():
-        return len(shown) > 1 if measure == "improves" else any(stage != "preview" for _, stage, _ in seen)
+        return len(outputs()) > 1 if measure == "improves" else bool(methods())
     while dock.running and not improved():
         app.processEvents()
         time.sleep(0.002)
@@ -101,15 +105,16 @@ else:
         span = float(clean.max() - clean.min())
         def psnr(event):
             return peak_signal_noise_ratio(clean, event.output.astype(float), data_range=span)
+        shown = outputs()
         row["seconds"] = shown[1][0] if len(shown) > 1 else None
         row["note"] = (f"Gaussian preview {psnr(shown[0][1]):.2f} dB; then {shown[1][1].stage} "
                        f"{shown[1][1].preview_filter} {psnr(shown[1][1]):.2f} dB; " if len(shown) > 1 else "never; ") \
             + dock.status.value.replace("\n", " / ")
     else:
-        beaten = [t for t, stage, _ in seen if stage != "preview"]
-        row["seconds"] = beaten[0] if beaten else None
-        step = [s for t, stage, s in seen if stage != "preview"]
-        row["note"] = (f"at step {step[0]}; " if step else "never; ") + dock.status.value.replace("\n", " / ")
+        beaten = methods()
+        row["seconds"] = beaten[0][0] if beaten else None
+        row["note"] = (f"at step {beaten[0][1].step}; " if beaten else "never; ") \
+            + dock.status.value.replace("\n", " / ")
     dock.stop()
     while dock.running:
         app.processEvents()

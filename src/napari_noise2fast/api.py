@@ -423,10 +423,9 @@ class DenoiseJob:
             normalised, plane_map = None, None
         else:
             normalised, plane_map = self._results[index], self._maps[index]
-        if plane_map is None:  # constant or not started: the input plane itself
-            normalised = None
-        plane = self._planes[index] if normalised is None else None
-        return plane_values(plane, normalised, plane_map, self.out_dtype, self._low, self._high)
+        if normalised is None or plane_map is None:  # constant or not started: the input plane itself
+            return plane_values(self._planes[index], None, None, self.out_dtype, self._low, self._high)
+        return plane_values(None, normalised, plane_map, self.out_dtype, self._low, self._high)
 
     def __iter__(self) -> Iterator[Event]:
         return self.events

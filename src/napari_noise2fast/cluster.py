@@ -50,27 +50,15 @@ class Destination:
         self.folder, self.location, self.dtype = str(folder), location, np.dtype(dtype)
         self.low, self.high, self.transposed = low, high, transposed
 
-    def write(self, plane: np.ndarray, normalised, plane_map, token: str) -> None:
-        """Write the result (``normalised`` by ``plane_map``; None: ``plane`` itself, a constant plane) into the
-        array, opened once per run (``token``) on this worker."""
+    def write(self, plane: np.ndarray, plane_range: tuple, normalised, plane_map, token: str) -> None:
+        """Write the result (``normalised`` by ``plane_map``; None: ``plane`` itself, a constant plane; the
+        plane's ``(lowest, highest)`` value given) into the array, opened once per run (``token``) here."""
         from napari_noise2fast.intensity import plane_values
 
-        low = plane.min() if self.low is None else min(self.low, plane.min())
-        high = plane.max() if self.high is None else max(self.high, plane.max())
+        low = plane_range[0] if self.low is None else min(self.low, plane_range[0])
+        high = plane_range[1] if self.high is None else max(self.high, plane_range[1])
         values = plane_values(plane, normalised, plane_map, self.dtype, low, high)
         _output_array(token, self.folder)[self.location] = values.T if self.transposed else values
-
-
-def _output_array(token: str, folder: str):
-    """The zarr array in ``folder`` opened for run ``token`` on this worker (opening it for every plane took
-    about 2 ms, 5 % of predicting a 256x256 plane), kept as long as the run's predictor."""
-    import zarr
-
-    with _PREDICTORS_LOCK:
-        key = (token, folder)
-        if key not in _ARRAYS:
-            _ARRAYS[key] = zarr.open_array(folder, mode="r+")
-        return _ARRAYS[key]
 
 
 WRITTEN = "written"  # a task's result for a plane its worker wrote to the output itself
@@ -158,6 +146,18 @@ def _predictor(token: str, method: str, spec: dict, state: dict):
         return _PREDICTORS[token]
 
 
+def _output_array(token: str, folder: str):
+    """The zarr array in ``folder`` opened for run ``token`` on this worker (opening it for every plane took
+    about 2 ms, 5 % of predicting a 256x256 plane), kept as long as the run's predictor."""
+    import zarr
+
+    with _PREDICTORS_LOCK:
+        key = (token, folder)
+        if key not in _ARRAYS:
+            _ARRAYS[key] = zarr.open_array(folder, mode="r+")
+        return _ARRAYS[key]
+
+
 def predict_planes(token: str, method: str, spec: dict, state: dict, sources: list[Source], plane_map,
                    destinations: list[Destination] | None = None) -> list:
     """On a worker: each plane of ``sources`` normalised by ``plane_map`` and denoised by the model of
@@ -176,7 +176,7 @@ def predict_planes(token: str, method: str, spec: dict, state: dict, sources: li
             tensor = torch.from_numpy(plane_map.normalise(plane))[None, None]
             normalised = _predictor(token, method, spec, state)(tensor).cpu().numpy()
         if destinations is not None:
-            destinations[k].write(plane, normalised, plane_map, token)
+            destinations[k].write(plane, (low, high), normalised, plane_map, token)
             normalised = WRITTEN
         results.append((normalised, low, high))
     return results
