@@ -98,13 +98,12 @@ def test_estimate_noise_with_the_noise_network_recovers_the_gain():
     model = estimate_noise(noisy, "noise-net", seed=0, device="cpu")  # its default training
     assert model.method == "noise-net" and model.parameters["kind"] == "net"
     assert model.gain == pytest.approx(2.0, rel=0.1)
-    # the std within 5 % from the 25th to the 95th percentile of the signal, within 30 % from the 5th (measured
-    # at the defaults, seeds 0-2: 23-26 % too high at the 5th percentile, where the denoiser's error is a
-    # large share of the spread; before the refit to the kept denoiser 39 % there and 7 % at the 25th-50th:
-    # benchmarks/RESULTS.md)
-    signals = np.linspace(*np.percentile(clean, [25, 95]), 13)
-    assert np.max(np.abs(model.std(signals) / true_std(signals) - 1)) < 0.05
-    assert worst_relative_error(model, clean, true_std) < 0.3
+    # the std within 8 % from the 10th to the 95th percentile of the signal, within 20 % from the 5th (measured
+    # at the defaults, seeds 0-2: 11-16 % too high at the 5th percentile, at most 5.6 % from the 10th; before
+    # the refit to the kept denoiser's output 26-43 % at the 5th and 13-26 % at the 10th: benchmarks/RESULTS.md)
+    signals = np.linspace(*np.percentile(clean, [10, 95]), 13)
+    assert np.max(np.abs(model.std(signals) / true_std(signals) - 1)) < 0.08
+    assert worst_relative_error(model, clean, true_std) < 0.2
     np.testing.assert_array_equal(noisy, before)
 
 
