@@ -99,7 +99,7 @@ def test_estimate_noise_with_the_noise_network_recovers_the_gain():
     assert model.method == "noise-net" and model.parameters["kind"] == "net"
     assert model.gain == pytest.approx(2.0, rel=0.1)
     # the std within 8 % from the 10th to the 95th percentile of the signal, within 20 % from the 5th (measured
-    # at the defaults, seeds 0-2: 11-16 % too high at the 5th percentile, at most 5.6 % from the 10th; before
+    # at the defaults, seeds 0-2: 11-16 % too high at the 5th percentile, at most 4.8 % from the 10th; before
     # the refit to the kept denoiser's output 26-43 % at the 5th and 13-26 % at the 10th: benchmarks/RESULTS.md)
     signals = np.linspace(*np.percentile(clean, [10, 95]), 13)
     assert np.max(np.abs(model.std(signals) / true_std(signals) - 1)) < 0.08
