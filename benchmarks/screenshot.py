@@ -8,7 +8,7 @@
 The first: the sample denoised to the end in the Noise2Fast dock (and with ``--early``, the same window
 ``--after`` seconds after Start). The second: the comparison dock on the sample with its clean version as
 the reference layer (Noise2Fast, the calibrated classical filters, ZS-N2N at 1,000 steps); the third: the
-same with PN2V at its defaults, scrolled to the noise it learned. The window is
+same with PN2V and the noise network at their defaults, scrolled to the noise they learned. The window is
 1280x900: 1280 px wide, the width the docks are made to fit, tall enough to show the plot unscrolled.
 """
 
@@ -41,7 +41,9 @@ def main() -> None:
     parser.add_argument("path", nargs="?", default="widget.png")
     parser.add_argument("--compare", action="store_true")
     parser.add_argument("--noise", action="store_true",
-                        help="the comparison dock after PN2V (defaults) on the sample, scrolled to its noise plot")
+                        help="the comparison dock after the --noise-methods (defaults) on the sample, scrolled to "
+                             "the noise plot")
+    parser.add_argument("--noise-methods", default="pn2v,noise-net")
     parser.add_argument("--early", default=None, help="also a screenshot this long after Start (--after)")
     parser.add_argument("--after", type=float, default=10.0)
     args = parser.parse_args()
@@ -53,7 +55,8 @@ def main() -> None:
         viewer.open_sample("napari-noise2fast", "clean_cell")
         _, widget = viewer.window.add_plugin_dock_widget("napari-noise2fast", "Compare denoisers")
         if args.noise:
-            widget.start(viewer.layers["noisy cell"], methods=["pn2v"], reference=viewer.layers["clean cell"])
+            widget.start(viewer.layers["noisy cell"], methods=args.noise_methods.split(","),
+                         reference=viewer.layers["clean cell"])
         else:
             widget.start(viewer.layers["noisy cell"], methods=["noise2fast", "calibrated", "zs-n2n"],
                          reference=viewer.layers["clean cell"], params={"zs-n2n": {"steps": 1000}})
