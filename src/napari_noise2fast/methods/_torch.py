@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 
 import torch
@@ -22,6 +23,11 @@ def compute_dtype(device: torch.device, precision: str) -> torch.dtype:
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be 'auto', 'float32' or 'bfloat16', got {precision!r}")
     return PRECISIONS[precision]
+
+
+def cosine_rate(rate: float, progress: float) -> float:
+    """``rate`` on a cosine falling to zero as ``progress`` goes from 0 to 1."""
+    return rate * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 def check_patch_settings(settings: dict, positive: tuple[str, ...], multiple: int) -> None:

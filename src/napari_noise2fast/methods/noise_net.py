@@ -38,7 +38,14 @@ import torch
 import torch.nn.functional as F
 
 from napari_noise2fast.devices import resolve_device
-from napari_noise2fast.methods._torch import PRECISIONS, TrainedMethod, check_patch_settings, network_state, noise_of
+from napari_noise2fast.methods._torch import (
+    PRECISIONS,
+    TrainedMethod,
+    check_patch_settings,
+    cosine_rate,
+    network_state,
+    noise_of,
+)
 from napari_noise2fast.methods.noise2void import DEPTH, UNet, pad_to_multiple, predict_unet, random_patches
 from napari_noise2fast.noise import NoiseNetwork
 
@@ -155,6 +162,8 @@ class NoiseNet(TrainedMethod):
             self._load(warm)
         self._optimise()
         self.best_state: dict | None = None  # the best-validated networks' weights, as :meth:`trained_state`
+        self.best_prediction: torch.Tensor | None = None  # their J-invariant prediction of the first plane
+        self._refit: tuple[dict | None, NoiseNetwork | None] = (None, None)  # best state, its refitted noise
 
     def _optimise(self) -> None:
         self.optimizer = torch.optim.Adam([
@@ -192,7 +201,7 @@ class NoiseNet(TrainedMethod):
     def after_step(self, progress: float) -> None:
         if self.settings["decay"]:
             for group, rate in zip(self.optimizer.param_groups, ("learning_rate", "noise_learning_rate"), strict=True):
-                group["lr"] = self.settings[rate] * 0.5 * (1 + math.cos(math.pi * progress))
+                group["lr"] = cosine_rate(self.settings[rate], progress)
 
     def report(self) -> tuple[float, torch.Tensor]:
         """The blind-spot MSE on the fixed mask (the validation PSNR shown); the best state is the one of
@@ -206,7 +215,7 @@ class NoiseNet(TrainedMethod):
             low, high = torch.quantile(output.reshape(-1)[:2**24].float(), torch.tensor([0.05, 0.95],
                                                                                         device=output.device))
             self.noise.central = (float(low), float(high))  # where the signals are: the noise's gain line
-            self.best_loss, self.best_state = loss, self._state()
+            self.best_loss, self.best_state, self.best_prediction = loss, self._state(), output
             return mse, output
         return mse, self.best_output
 
@@ -273,7 +282,7 @@ class NoiseNet(TrainedMethod):
     def load_trained(self, state: dict) -> None:
         """Predict with ``state`` (a :meth:`trained_state`) as the best-validated model."""
         self._load(state)
-        self.best_state, self.best_loss = self._state(), -math.inf
+        self.best_state, self.best_loss, self.best_prediction = self._state(), -math.inf, None
 
     def carry(self) -> dict | None:
         """For the next plane of a stack (with ``warm_start``): the best networks (``"best"``)."""
@@ -286,20 +295,22 @@ class NoiseNet(TrainedMethod):
         best state. A saved model keeps the noise network as trained."""
         if self.best_state is None:
             return self.noise
-        state, noise = getattr(self, "_refit", (None, None))
+        state, noise = self._refit
         if state is not self.best_state:
-            noise = self._refitted(self.best_state)
+            noise = self._refitted()
             self._refit = (self.best_state, noise)
         return noise
 
-    def _refitted(self, state: dict) -> NoiseNetwork:
-        """The noise network of ``state`` trained alone for :data:`REFIT_STEPS` steps (the learning rate
+    def _refitted(self) -> NoiseNetwork:
+        """The best-validated noise network trained alone for :data:`REFIT_STEPS` steps (the learning rate
         falling to zero) on pairs of (the denoiser's J-invariant prediction, the observation) of the first
         plane's pixels, :data:`REFIT_PIXELS` drawn at random a step: the spread of the observations around
         the output that is kept, every pixel as likely as any other (random patches reach the plane's border
-        pixels less often). Its random draws are its own, seeded from the training's."""
-        noise = noise_of(state).to(self.noisy.device).requires_grad_(True)
-        signal = self.predict_plane(self.noisy[:1]).reshape(-1).float()
+        pixels less often). The prediction is the one :meth:`report` made of the best state (made again only
+        for a loaded model). Its random draws are its own, seeded from the training's."""
+        noise = noise_of(self.best_state).to(self.noisy.device).requires_grad_(True)
+        signal = self.best_prediction if self.best_prediction is not None else self.predict_plane(self.noisy[:1])
+        signal = signal.reshape(-1).float()
         observation = self.noisy[0, 0].reshape(-1)
         generator = torch.Generator().manual_seed(self.generator.initial_seed() + 1)
         rate = self.settings["noise_learning_rate"]
@@ -311,7 +322,7 @@ class NoiseNet(TrainedMethod):
             loss.backward()
             optimizer.step()
             for group in optimizer.param_groups:
-                group["lr"] = rate * 0.5 * (1 + math.cos(math.pi * (step + 1) / REFIT_STEPS))
+                group["lr"] = cosine_rate(rate, (step + 1) / REFIT_STEPS)
         return noise.requires_grad_(False).eval()
 
 

@@ -37,6 +37,7 @@ from napari_noise2fast.methods._torch import (
     PRECISIONS,
     TrainedMethod,
     check_patch_settings,
+    cosine_rate,
     network_state,
     noise_of,
 )
@@ -329,7 +330,7 @@ class PN2V(TrainedMethod):
         if self.stage == "pn2v" and self.settings["decay"]:  # cosine to zero over PN2V's share of the budget
             share = (self.progress() - self.stage_started / self._budget) / (1 - self.stage_started / self._budget)
             for group in self.optimizer.param_groups:
-                group["lr"] = self.settings["learning_rate"] * 0.5 * (1 + math.cos(math.pi * min(share, 1.0)))
+                group["lr"] = cosine_rate(self.settings["learning_rate"], min(share, 1.0))
         self.train_step()
         self.steps += 1
         progress = self.progress()
