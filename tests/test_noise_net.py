@@ -122,6 +122,17 @@ def test_noise_net_runs_a_recording_with_one_model_and_repeats_bit_for_bit():
     np.testing.assert_array_equal(stack, before)
 
 
+def test_a_seeded_noise_network_does_not_depend_on_torchs_global_generator():
+    # its weights were once drawn from torch's global generator: a seeded run's noise, and the checkpoint
+    # kept by its likelihood, then changed from one run to the next
+    plane = np.random.default_rng(1).poisson(30, (32, 32)).astype(np.uint16)
+    stds = []
+    for global_seed in (1, 2):
+        torch.manual_seed(global_seed)
+        stds.append(estimate_noise(plane, "noise-net", seed=4, device="cpu", **SMALL).std([25.0, 30.0, 40.0]))
+    np.testing.assert_array_equal(*stds)
+
+
 def test_noise_net_stopped_early_keeps_its_best_so_far():
     plane = np.random.default_rng(1).poisson(30, (40, 40)).astype(np.uint16)
     job = iter_denoise(plane, "noise-net", seed=0, device="cpu", preview=False, **{**SMALL, "steps": 1000})

@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from napari_noise2fast.devices import resolve_device
+from napari_noise2fast.engine import seeded_module
 from napari_noise2fast.methods._torch import (
     PRECISIONS,
     TrainedMethod,
@@ -155,8 +156,11 @@ class NoiseNet(TrainedMethod):
         kernel = _neighbour_kernel()
         residual = first - masked(first, torch.ones_like(first, dtype=torch.bool))
         variance = float(residual.float().var()) / (1 + float((kernel**2).sum()))
-        self.noise = NoiseNetwork(self.settings["gaussians"], self.settings["hidden"],
-                                  min_std=max(self.level / 2, 1e-4), variance=variance).to(noisy.device)
+        # its weights drawn from the run's seed, as the denoiser's (torch's global generator would make a
+        # seeded run's noise network, and with it the checkpoint kept, differ from one run to the next)
+        self.noise = seeded_module(lambda: NoiseNetwork(self.settings["gaussians"], self.settings["hidden"],
+                                                        min_std=max(self.level / 2, 1e-4), variance=variance),
+                                   int(self.rng.integers(2**63))).to(noisy.device)
         warm = (self.warm or {}).get("best") if self.settings["warm_start"] else None
         if warm is not None:
             self._load(warm)
