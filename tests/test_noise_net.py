@@ -12,8 +12,9 @@ from skimage.io import imread
 from skimage.metrics import peak_signal_noise_ratio
 
 from napari_noise2fast import compare, denoise, estimate_noise, iter_denoise, tiling
+from napari_noise2fast.methods.noise2void import random_patches
 from napari_noise2fast.methods.noise_net import DROP, SPACING, NoiseNet, grid_mask, masked, noise_loss
-from napari_noise2fast.noise import NoiseNetwork, from_state
+from napari_noise2fast.noise import MAX_SPREAD, NoiseNetwork, from_state
 from test_pn2v import poisson_gaussian, worst_relative_error
 
 SMALL = {"steps": 20, "report_every": 10, "batch": 2, "base": 4, "hidden": 8}
@@ -29,6 +30,7 @@ def slow_log_likelihood(noise: NoiseNetwork, x: float, s: float, centre: float) 
     logits, offsets, log_vars = np.split(weights[4] @ hidden + weights[5], 3)
     probabilities = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
     variances = np.maximum(np.exp(log_vars), noise.min_std**2)
+    variances = np.minimum(variances, np.exp((probabilities * np.log(variances)).sum()) * MAX_SPREAD**2)
     offsets = np.sqrt(variances) * np.tanh(offsets)
     means = offsets - (probabilities * offsets).sum() + centre
     density = sum(w * math.exp(-(x - m) ** 2 / (2 * v)) / math.sqrt(2 * math.pi * v)
@@ -54,6 +56,24 @@ def test_the_loss_is_the_slow_per_pixel_one_and_moves_the_denoiser_through_the_c
         above, below = slow_log_likelihood(noise, x, s, s + step), slow_log_likelihood(noise, x, s, s - step)
         numeric = -(above - below) / (2 * step)
         assert prediction.grad[index].item() == pytest.approx(numeric, rel=1e-5, abs=1e-6)
+
+
+def test_a_gaussian_of_tiny_weight_is_held_within_max_spread_of_the_others():
+    # two Gaussians of variance e^-8 and a third of weight 6e-5 and variance e^4 (as seed 3 of the tests' scene
+    # drifted): uncapped, the third alone would make the std 0.061 instead of 0.018
+    noise = NoiseNetwork(gaussians=3, hidden=6, min_std=1e-4).double()
+    with torch.no_grad():
+        noise.layers[-1].weight.zero_()
+        noise.layers[-1].bias.copy_(torch.tensor([0.0, 0.0, -9.0, 0.0, 0.0, 0.0, -8.0, -8.0, 4.0],
+                                                 dtype=torch.float64))
+    signal = torch.tensor([0.3], dtype=torch.float64)
+    _, _, variances = noise.components(signal)
+    typical = math.exp(-8.0)
+    assert variances[0].item() == pytest.approx(typical) and variances[2].item() < 1.01 * MAX_SPREAD**2 * typical
+    assert noise.std(signal).item() < 1.01 * math.sqrt(typical)
+    observation = torch.tensor([0.31, 0.45], dtype=torch.float64)
+    for x, value in zip(observation.tolist(), noise_loss(signal.expand(2), observation, noise).tolist(), strict=True):
+        assert value == pytest.approx(-slow_log_likelihood(noise, x, 0.3, 0.3), rel=1e-9)
 
 
 def test_the_mask_is_a_dropped_grid_filled_from_the_neighbours_alone():
@@ -82,6 +102,25 @@ def test_the_mask_is_a_dropped_grid_filled_from_the_neighbours_alone():
         assert filled[0, 0, top, left].item() == pytest.approx(expected, rel=1e-5)
 
 
+def axis_coverage(length: int, size: int) -> np.ndarray:
+    """The share of ``even`` patches holding each pixel along an axis, counted over every corner drawn."""
+    corners = np.clip(np.arange(-(size - 1), length), 0, length - size)
+    return np.array([np.mean((corners <= i) & (i < corners + size)) for i in range(length)])
+
+
+def test_even_patches_hold_the_planes_border_pixels_as_often_as_its_middle():
+    axis = axis_coverage(128, 16)  # the border as often as the middle, no pixel more than twice as often
+    assert axis[0] == pytest.approx(axis[64]) == pytest.approx(axis[-1]) and axis.max() < 2 * axis[0]
+    rows, cols = axis_coverage(32, 16), axis_coverage(40, 16)
+    plane = torch.arange(32 * 40, dtype=torch.float32).reshape(1, 1, 32, 40)
+    counts = {}
+    for even in (False, True):
+        patches = random_patches(plane, np.random.default_rng(0), 3000, 16, (32, 40), even=even)
+        counts[even] = np.bincount(patches.reshape(-1).long().numpy(), minlength=plane.numel()).reshape(32, 40)
+    np.testing.assert_allclose(counts[True], 3000 * np.outer(rows, cols), rtol=0.25)
+    assert counts[False][0, 0] < 0.05 * counts[False][16, 20]  # drawn uniformly: the corner in 1 of 17 x 25
+
+
 def test_the_noise_network_survives_its_state():
     noise = NoiseNetwork(gaussians=2, hidden=5, low=0.05, high=0.95, min_std=0.01, variance=0.003)
     again = from_state(noise.state())
@@ -92,18 +131,16 @@ def test_the_noise_network_survives_its_state():
         from_state({**noise.state(), "layers.4.weight": torch.zeros(4, 5)})
 
 
-def test_estimate_noise_with_the_noise_network_recovers_the_gain():
+def test_estimate_noise_with_the_noise_network_recovers_gain_and_read_noise():
     noisy, clean, true_std = poisson_gaussian()
     before = noisy.copy()
     model = estimate_noise(noisy, "noise-net", seed=0, device="cpu")  # its default training
     assert model.method == "noise-net" and model.parameters["kind"] == "net"
+    # the issue's 10 %, as PN2V's test: the std over the 5th-95th percentile of the signal and the gain
+    # (measured at the defaults, seeds 0-5: the std within 5.9-7.8 %, the gain within 5.5 %; the network as
+    # trained 8.5-16 % too high at the 5th percentile: benchmarks/RESULTS.md)
+    assert worst_relative_error(model, clean, true_std) < 0.10
     assert model.gain == pytest.approx(2.0, rel=0.1)
-    # the std within 8 % from the 10th to the 95th percentile of the signal, within 20 % from the 5th (measured
-    # at the defaults, seeds 0-2: 11-16 % too high at the 5th percentile, at most 4.8 % from the 10th; before
-    # the refit to the kept denoiser's output 26-43 % at the 5th and 13-26 % at the 10th: benchmarks/RESULTS.md)
-    signals = np.linspace(*np.percentile(clean, [10, 95]), 13)
-    assert np.max(np.abs(model.std(signals) / true_std(signals) - 1)) < 0.08
-    assert worst_relative_error(model, clean, true_std) < 0.2
     np.testing.assert_array_equal(noisy, before)
 
 

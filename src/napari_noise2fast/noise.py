@@ -33,16 +33,25 @@ FIT_STEPS, FIT_BATCH, FIT_LEARNING_RATE = 2000, 8192, 0.1  # the mixture's Adam 
 HISTOGRAM_BINS = 256
 PERCENTILES = (0.5, 99.5)  # the signals the model is fitted on (PPN2V's bootstrap)
 LOG_2PI = math.log(2 * math.pi)
+# the noise network's widest Gaussian, in stds of the mixture's typical one: a Gaussian of tiny weight
+# barely changes the likelihood whatever its width, so Adam let one drift wide (the tests' scene, seed 3:
+# weight 0.0002, std 160 ADU as trained and 8,800 after the refit against 9 for the others), and it alone
+# made the mixture's std, the noise reported, up to 75x the truth at the darkest signals
+MAX_SPREAD = 4.0
 
 
 def mixture(logits: torch.Tensor, offsets: torch.Tensor, log_variances: torch.Tensor, signal: torch.Tensor,
-            min_std: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            min_std: float, max_spread: float | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(log weights, means, variances) of a mixture centred on ``signal`` from its raw parameters (each
-    (gaussians, *signal.shape)): weights by softmax, variances clamped to at least ``min_std**2``, each
+    (gaussians, *signal.shape)): weights by softmax, variances clamped to at least ``min_std**2`` (and, with
+    ``max_spread``, each std to at most that many times the weighted geometric mean of the stds), each
     Gaussian's offset its standard deviation times the tanh of its raw offset, then all re-centred so that
     the mixture's mean is the signal itself."""
     log_weights = torch.log_softmax(logits, dim=0)
     variances = log_variances.exp().clamp(min=min_std**2)
+    if max_spread is not None:  # no Gaussian's std more than ``max_spread`` times the weighted geometric mean's
+        typical = (log_weights.exp() * variances.log()).sum(dim=0).exp()
+        variances = torch.minimum(variances, typical * max_spread**2)
     # each Gaussian within its own standard deviation of the signal: a Gaussian of tiny weight far out
     # barely changes the likelihood, yet would dominate the mixture's variance (seen: weight 0.006 at
     # +1.07, the std at low signal 4.9x the truth)
@@ -191,7 +200,8 @@ class NoiseNetwork(_Mixture, torch.nn.Module):
     """The noise network of the joint denoiser + noise network (Ollion et al. 2021; see
     :mod:`napari_noise2fast.methods.noise_net`): a small pixel-wise network (two hidden layers of ``hidden``
     units) from the signal to a mixture of ``gaussians`` Gaussians, by :func:`mixture` (weights, offsets
-    and log variances; re-centred on the signal, variances clamped from below). Pixel-wise: the noise of a
+    and log variances; re-centred on the signal, variances clamped from below, each std to at most
+    :data:`MAX_SPREAD` times the mixture's typical one). Pixel-wise: the noise of a
     pixel depends on its signal alone, so ``std(signal)`` is a curve like the other models'. Signals are
     scaled over ``[low, high]`` (the normalised plane's range) and held at its ends beyond them."""
 
@@ -222,7 +232,7 @@ class NoiseNetwork(_Mixture, torch.nn.Module):
         t = ((signal - self.low) / max(self.high - self.low, 1e-12)).clamp(0, 1)
         raw = self.layers(t.reshape(-1, 1).to(self.layers[0].weight.dtype)).to(signal.dtype)
         raw = raw.T.reshape(3, self.gaussians, *signal.shape)
-        return mixture(raw[0], raw[1], raw[2], signal, self.min_std)
+        return mixture(raw[0], raw[1], raw[2], signal, self.min_std, MAX_SPREAD)
 
     def state(self) -> dict[str, torch.Tensor]:
         state = {f"layers.{name}": value.detach().cpu().clone() for name, value in self.layers.state_dict().items()}

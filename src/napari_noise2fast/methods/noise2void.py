@@ -13,6 +13,7 @@ tiles (:mod:`napari_noise2fast.tiling`), so memory stays that of a tile.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -104,13 +105,20 @@ def predict_unet(network: UNet, padded: torch.Tensor, size, dtype: torch.dtype) 
                             bytes_per_pixel=2048, multiple=2**DEPTH)[:size[0], :size[1]]
 
 
-def random_patches(noisy: torch.Tensor, rng, batch: int, size: int, plane_size) -> torch.Tensor:
+def random_patches(noisy: torch.Tensor, rng, batch: int, size: int, plane_size, even: bool = False) -> torch.Tensor:
     """``batch`` random ``size`` x ``size`` patches of random planes of ``noisy`` (N, 1, H, W) within its
-    first ``plane_size`` (H, W) pixels, each turned and flipped at random: (batch, 1, size, size)."""
+    first ``plane_size`` (H, W) pixels, each turned and flipped at random: (batch, 1, size, size).
+
+    Drawn uniformly, a patch holds a pixel of the plane's first row ``size`` times less often than one of
+    its middle (once in 65 draws against 64 in 65 for 64-pixel patches of a 128-pixel plane). ``even``: the
+    patch's corner drawn over ``size - 1`` more pixels beyond each border and moved back inside, so that
+    the border's pixels are held as often as the middle's (those within ``size`` of a border up to twice as
+    often)."""
     height, width = plane_size
     planes = rng.integers(0, noisy.shape[0], batch)
-    tops = rng.integers(0, height - size + 1, batch)
-    lefts = rng.integers(0, width - size + 1, batch)
+    reach = size - 1 if even else 0
+    tops = np.clip(rng.integers(-reach, height - size + 1 + reach, batch), 0, height - size)
+    lefts = np.clip(rng.integers(-reach, width - size + 1 + reach, batch), 0, width - size)
     turns = rng.integers(0, 4, batch)
     flips = rng.integers(0, 2, batch)
     crops = []

@@ -2,7 +2,9 @@
 Blind Denoising"), written from the paper's description (no official code exists).
 
 Two networks trained together, by one loss and one optimiser, on random patches of the image (of the
-sample of a recording's planes: one model per recording):
+sample of a recording's planes: one model per recording), drawn so that the plane's border pixels are in
+them as often as its middle's (``random_patches(even=True)``: its darkest or brightest signals may lie
+along a border, and drawn uniformly the noise network saw them seldom):
 
 * the **denoiser** D, the U-Net of :mod:`~napari_noise2fast.methods.noise2void`, sees the patch with a grid
   of pixels masked: every 3rd pixel in each direction from a random offset (0-2 in each), 10% of those grid
@@ -54,10 +56,9 @@ SPACING = 3  # masked pixels: one in every SPACING x SPACING box, on a grid from
 DROP = 0.1  # share of the grid points left unmasked
 DENOISER_LOSSES = ("nll", "mse")  # what trains the denoiser: the joint likelihood (the paper's) or least squares
 # steps of the noise network alone, refitted to the kept denoiser's output before it is returned as the image's
-# noise, and the pixels it draws a step: trained jointly on random patches, its variance also holds the errors
-# of the earlier, worse denoisers, and the plane's border pixels are seldom in a patch (on the tests' synthetic
-# scene, whose darkest signals lie along a border: 26-43 % too high a std at the 5th percentile of the signal
-# over three seeds; refitted 11-16 %; benchmarks/RESULTS.md)
+# noise, and the pixels it draws a step: trained jointly, its variance also holds the errors of the earlier,
+# worse denoisers (on the tests' synthetic scene, six seeds: 8.5-16 % too high a std at the 5th percentile of the
+# signal as trained, 5.9-7.8 % refitted; benchmarks/RESULTS.md)
 REFIT_STEPS = 300
 REFIT_PIXELS = 4096
 
@@ -180,7 +181,7 @@ class NoiseNet(TrainedMethod):
             return self.network(self.channels_last(network_input)).float()
 
     def train_step(self) -> None:
-        target = random_patches(self.noisy, self.rng, self.settings["batch"], self.patch, self.size)
+        target = random_patches(self.noisy, self.rng, self.settings["batch"], self.patch, self.size, even=True)
         mask = grid_mask(target.shape, self.generator).to(target.device)
         prediction = self._denoised(masked(target, mask))
         flat = mask.reshape(-1)
@@ -309,26 +310,25 @@ class NoiseNet(TrainedMethod):
         """The best-validated noise network trained alone for :data:`REFIT_STEPS` steps (the learning rate
         falling to zero) on pairs of (the denoiser's J-invariant prediction, the observation) of the first
         plane's pixels, :data:`REFIT_PIXELS` drawn at random a step: the spread of the observations around
-        the output that is kept, every pixel as likely as any other (random patches reach the plane's border
-        pixels less often). The prediction is the one :meth:`report` made of the best state (made again only
-        for a loaded model). Its random draws are its own, seeded from the training's."""
+        the output that is kept, every pixel as likely as any other. The prediction is the one :meth:`report`
+        made of the best state (made again only for a loaded model). Its random draws are its own, seeded
+        from the training's."""
         noise = noise_of(self.best_state).to(self.noisy.device).requires_grad_(True)
         signal = self.best_prediction if self.best_prediction is not None else self.predict_plane(self.noisy[:1])
         signal = signal.reshape(-1).float()
-        observation = self.noisy[0, 0].reshape(-1)
         generator = torch.Generator().manual_seed(self.generator.initial_seed() + 1)
+        observation = self._dequantised(self.noisy[0, 0].reshape(-1), generator)
         rate = self.settings["noise_learning_rate"]
         optimizer = torch.optim.Adam(noise.parameters(), lr=rate)
         for step in range(REFIT_STEPS):
             pick = torch.randint(0, signal.numel(), (REFIT_PIXELS,), generator=generator).to(signal.device)
-            loss = noise_loss(signal[pick], self._dequantised(observation[pick], generator), noise).mean()
+            loss = noise_loss(signal[pick], observation[pick], noise).mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             for group in optimizer.param_groups:
                 group["lr"] = cosine_rate(rate, (step + 1) / REFIT_STEPS)
         return noise.requires_grad_(False).eval()
-
 
 
 def _invariant(network: UNet, padded: torch.Tensor, size, dtype: torch.dtype) -> torch.Tensor:
