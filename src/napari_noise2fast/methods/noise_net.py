@@ -167,7 +167,6 @@ class NoiseNet(TrainedMethod):
             self._load(warm)
         self._optimise()
         self.best_state: dict | None = None  # the best-validated networks' weights, as :meth:`trained_state`
-        self.best_prediction: torch.Tensor | None = None  # their J-invariant prediction of the first plane
         self._refit: tuple[dict | None, NoiseNetwork | None] = (None, None)  # best state, its refitted noise
 
     def _optimise(self) -> None:
@@ -220,7 +219,7 @@ class NoiseNet(TrainedMethod):
             low, high = torch.quantile(output.reshape(-1)[:2**24].float(), torch.tensor([0.05, 0.95],
                                                                                         device=output.device))
             self.noise.central = (float(low), float(high))  # where the signals are: the noise's gain line
-            self.best_loss, self.best_state, self.best_prediction = loss, self._state(), output
+            self.best_loss, self.best_state = loss, self._state()
             return mse, output
         return mse, self.best_output
 
@@ -287,7 +286,7 @@ class NoiseNet(TrainedMethod):
     def load_trained(self, state: dict) -> None:
         """Predict with ``state`` (a :meth:`trained_state`) as the best-validated model."""
         self._load(state)
-        self.best_state, self.best_loss, self.best_prediction = self._state(), -math.inf, None
+        self.best_state, self.best_loss = self._state(), -math.inf  # -inf: loaded, not reported
 
     def carry(self) -> dict | None:
         """For the next plane of a stack (with ``warm_start``): the best networks (``"best"``)."""
@@ -310,11 +309,12 @@ class NoiseNet(TrainedMethod):
         """The best-validated noise network trained alone for :data:`REFIT_STEPS` steps (the learning rate
         falling to zero) on pairs of (the denoiser's J-invariant prediction, the observation) of the first
         plane's pixels, :data:`REFIT_PIXELS` drawn at random a step: the spread of the observations around
-        the output that is kept, every pixel as likely as any other. The prediction is the one :meth:`report`
-        made of the best state (made again only for a loaded model). Its random draws are its own, seeded
-        from the training's."""
+        the output that is kept, every pixel as likely as any other. The prediction is the output
+        :meth:`report` made of the best state (``best_output``; made again only for a loaded model). Its
+        random draws are its own, seeded from the training's."""
         noise = noise_of(self.best_state).to(self.noisy.device).requires_grad_(True)
-        signal = self.best_prediction if self.best_prediction is not None else self.predict_plane(self.noisy[:1])
+        loaded = self.best_loss == -math.inf
+        signal = self.predict_plane(self.noisy[:1]) if loaded else self.best_output
         signal = signal.reshape(-1).float()
         generator = torch.Generator().manual_seed(self.generator.initial_seed() + 1)
         observation = self._dequantised(self.noisy[0, 0].reshape(-1), generator)
