@@ -8,6 +8,8 @@ import time
 
 import torch
 
+from napari_noise2fast.activations import ReLU
+
 
 def _mps_available() -> bool:
     backend = getattr(torch.backends, "mps", None)
@@ -66,8 +68,8 @@ def _probe_block(device: torch.device, dtype: torch.dtype, layout: torch.memory_
     """Seconds of one forward and backward pass of a Noise2Fast block in ``dtype`` and ``layout`` (the best of
     ``PROBE_REPEATS`` after a warm-up)."""
     generator = torch.Generator().manual_seed(0)
-    block = torch.nn.Sequential(torch.nn.Conv2d(64, 64, 3, padding=1), torch.nn.ReLU(),
-                                torch.nn.Conv2d(64, 64, 3, padding=1), torch.nn.ReLU())
+    block = torch.nn.Sequential(torch.nn.Conv2d(64, 64, 3, padding=1), ReLU(),
+                                torch.nn.Conv2d(64, 64, 3, padding=1), ReLU())
     block = block.to(device, memory_format=layout)
     source = torch.rand(1, 64, PROBE_SIDE, PROBE_SIDE, generator=generator).to(device).contiguous(memory_format=layout)
     enabled = dtype != torch.float32

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from napari_noise2fast.activations import ReLU
 from napari_noise2fast.checks import check_settings
 from napari_noise2fast.devices import fast_layout, resolve_device
 from napari_noise2fast.engine import Countdown, Method, downsample, mse_to_psnr, seeded_module, to_end
@@ -245,7 +246,7 @@ def noise2fast_network(width: int = 64) -> nn.Sequential:
     layers: list[nn.Module] = []
     channels = 1
     for _ in range(8):
-        layers += [nn.Conv2d(channels, width, 3, padding=1), nn.ReLU(inplace=True)]
+        layers += [nn.Conv2d(channels, width, 3, padding=1), ReLU()]
         channels = width
     layers.append(nn.Conv2d(width, 1, 1))
     return nn.Sequential(*layers)

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from napari_noise2fast.activations import ReLU
 from napari_noise2fast.methods._torch import TrainedMethod
 
 GRID = 4
@@ -40,9 +41,9 @@ def interpolate_masked(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 def dncnn(layers: int = 8, width: int = 64) -> nn.Sequential:
     """Conv-ReLU, (layers - 2) x Conv-BatchNorm-ReLU, Conv; predicts the clean image directly."""
-    modules: list[nn.Module] = [nn.Conv2d(1, width, 3, padding=1), nn.ReLU(inplace=True)]
+    modules: list[nn.Module] = [nn.Conv2d(1, width, 3, padding=1), ReLU()]
     for _ in range(layers - 2):
-        modules += [nn.Conv2d(width, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
+        modules += [nn.Conv2d(width, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), ReLU()]
     modules.append(nn.Conv2d(width, 1, 3, padding=1))
     return nn.Sequential(*modules)
 

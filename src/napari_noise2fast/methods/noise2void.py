@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from napari_noise2fast.activations import ReLU
 from napari_noise2fast.methods._torch import TrainedMethod, autocast
 from napari_noise2fast.tiling import predict_in_tiles
 
@@ -30,8 +31,8 @@ RECEPTIVE_RADIUS = 32
 
 
 def _block(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.ReLU(inplace=True),
-                         nn.Conv2d(cout, cout, 3, padding=1), nn.ReLU(inplace=True))
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), ReLU(),
+                         nn.Conv2d(cout, cout, 3, padding=1), ReLU())
 
 
 class UNet(nn.Module):
