@@ -17,7 +17,12 @@ and the names of ``../shared/data`` (Set12 sigma 25, FMD), PSNR/SSIM as ``run_be
     taskset -c 1 python benchmarks/side_by_side.py --old ../old --images set12,confocal
 
 ``--repeats 3`` runs every (image, variant) three times, all variants of one repeat before the next (the
-medians then are over the repeats, each repeat shown as ``image#k``).
+medians then are over the repeats, each repeat shown as ``image#k``). ``--seeds 0,1,2`` runs each image
+with each seed (seed k > 0 shown as ``image@k``), all variants of one seed before the next.
+
+``old-float32`` is the older checkout with ``precision="float32"``: what its ``auto`` ran on CPUs without
+AMX tiles (the CPU issue 20 was filed on), for its PSNR on a CPU where its ``auto`` picks bfloat16; its
+seconds are this CPU's float32, not what the older main takes here.
 
 Rows go to ``benchmarks/results/side_by_side.csv`` as each run ends (with the commit of the code that ran
 it and the CPU); a rerun skips rows already there. The summary prints, per variant over the images all
@@ -47,7 +52,7 @@ sys.path.insert(0, {bench!r})
 import numpy as np, torch
 torch.set_num_threads(1)
 from napari_noise2fast import iter_denoise
-image, preset, precision = {image!r}, {preset!r}, {precision!r}
+image, preset, precision, seed = {image!r}, {preset!r}, {precision!r}, {seed!r}
 if image == "sample":
     from skimage.metrics import peak_signal_noise_ratio
     from napari_noise2fast.samples import clean_cell, noisy_cell
@@ -58,7 +63,7 @@ else:
     noisy, clean = load(__import__("pathlib").Path({data!r}), image)
 kwargs = {{"preset": preset}} if precision is None else {{"preset": preset, "precision": precision}}
 start = time.perf_counter()
-job = iter_denoise(noisy, seed=0, device="cpu", **kwargs)
+job = iter_denoise(noisy, seed=seed, device="cpu", **kwargs)
 plane, dtype = None, ""
 for _ in job:
     plane = job.current or plane
@@ -76,7 +81,7 @@ print(json.dumps({{"psnr": f"{{psnr:.3f}}", "ssim": f"{{ssim:.4f}}", "steps": pl
 """
 
 VARIANTS = {"new": ("fast", None, False), "new-float32": ("fast", "float32", False), "old": ("fast", None, True),
-            "reference": ("reference", None, False)}
+            "old-float32": ("fast", "float32", True), "reference": ("reference", None, False)}
 
 
 def commit(tree: Path) -> str:
@@ -88,7 +93,8 @@ def run_one(args, image: str, variant: str) -> dict:
     preset, precision, old = VARIANTS[variant]
     tree = args.old if old else HERE.parent
     env = {**os.environ, "PYTHONPATH": str(tree / "src")}
-    code = CHILD.format(bench=str(HERE), image=image.partition("#")[0], preset=preset, precision=precision,
+    name, _, seed = image.partition("#")[0].partition("@")
+    code = CHILD.format(bench=str(HERE), image=name, preset=preset, precision=precision, seed=int(seed or 0),
                         data=str(args.data))
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=HERE)
     if done.returncode:
@@ -127,17 +133,21 @@ def main() -> None:
     parser.add_argument("--old", type=Path, default=None, help="an older checkout (for the 'old' variant)")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--out", type=Path, default=HERE / "results" / "side_by_side.csv")
+    parser.add_argument("--seeds", default="0", help="seeds, comma-separated; seed k > 0 is the image 'name@k'")
     parser.add_argument("--repeats", type=int, default=1,
                         help="runs of every (image, variant), interleaved; repeat k > 0 is the image 'name#k'")
     args = parser.parse_args()
     variants = args.variants.split(",")
     unknown = set(variants) - set(VARIANTS)
-    if unknown or ("old" in variants and args.old is None):
-        parser.error(f"variants are {', '.join(VARIANTS)}; 'old' needs --old" if unknown else "'old' needs --old")
+    if unknown or (any(v.startswith("old") for v in variants) and args.old is None):
+        parser.error(f"variants are {', '.join(VARIANTS)}; 'old' and 'old-float32' need --old" if unknown
+                     else "'old' and 'old-float32' need --old")
     cpu = cpu_name()
     rows = list(csv.DictReader(args.out.open())) if args.out.exists() else []
     names = [n for group in args.images.split(",") for n in (["sample"] if group == "sample" else expand(group))]
-    images = [f"{n}#{k}" if k else n for k in range(args.repeats) for n in names]
+    seeds = [int(seed) for seed in args.seeds.split(",")]
+    seeded = [f"{n}@{seed}" if seed else n for seed in seeds for n in names]
+    images = [f"{n}#{k}" if k else n for k in range(args.repeats) for n in seeded]
     for image in images:
         for variant in variants:
             if any(r["image"] == image and r["variant"] == variant and r["cpu"] == cpu for r in rows):
