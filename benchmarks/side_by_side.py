@@ -16,6 +16,10 @@ and the names of ``../shared/data`` (Set12 sigma 25, FMD), PSNR/SSIM as ``run_be
     taskset -c 1 python benchmarks/side_by_side.py --old ../old --images sample --variants new,new-float32,old
     taskset -c 1 python benchmarks/side_by_side.py --old ../old --images set12,confocal
 
+``--report a.csv,b.csv --variants new,old,reference --images set12,confocal`` runs nothing: it pairs the
+rows of those files (this CPU's, or ``--cpu``'s) per image, ``new`` against each other variant, with the
+medians over the images that have both and the commits of the rows paired.
+
 ``--repeats 3`` runs every (image, variant) three times, all variants of one repeat before the next (the
 medians then are over the repeats, each repeat shown as ``image#k``). ``--seeds 0,1,2`` runs each image
 with each seed (seed k > 0 shown as ``image@k``), all variants of one seed before the next.
@@ -126,6 +130,39 @@ def summary(rows: list[dict], variants: list[str]) -> None:
               f"median PSNR {statistics.median(diffs.values()):+.3f} dB, worst {diffs[worst]:+.3f} ({worst})")
 
 
+def pairs(rows: list[dict], base: str, others: list[str]) -> None:
+    """Per image, ``base`` against each of ``others`` (speed: their seconds over ``base``'s; dB: ``base`` minus
+    them), then the medians over the images that have both, with the commit of each row."""
+    by = {(r["image"], r["variant"]): r for r in rows}  # later rows (later files) win
+    images = [i for i in dict.fromkeys(r["image"] for r in rows) if (i, base) in by]
+    head = " | ".join(f"{v} PSNR | s | steps" for v in [base, *others])
+    ratios = " | ".join(f"faster than {v} | {base} - {v} dB" for v in others)
+    print(f"| image | {head} | {ratios} |\n|---|" + "---|---|---|" * (1 + len(others)) + "---|---|" * len(others))
+    for image in images:
+        cells = [f"{float(by[image, v]['psnr']):.2f} | {float(by[image, v]['seconds']):,.1f} | {by[image, v]['steps']}"
+                 if (image, v) in by else " | | " for v in [base, *others]]
+        cells += [f"{float(by[image, v]['seconds']) / float(by[image, base]['seconds']):.2f}x | "
+                  f"{float(by[image, base]['psnr']) - float(by[image, v]['psnr']):+.2f}" if (image, v) in by else " | "
+                  for v in others]
+        print(f"| {image} | {' | '.join(cells)} |")
+    print()
+    for v in others:
+        both = [i for i in images if (i, v) in by]
+        if not both:
+            continue
+        speed = [float(by[i, v]["seconds"]) / float(by[i, base]["seconds"]) for i in both]
+        diff = {i: float(by[i, base]["psnr"]) - float(by[i, v]["psnr"]) for i in both}
+        worst = min(diff, key=diff.get)
+        commits = sorted({by[i, x]["commit"] for i in both for x in (base, v)})
+        print(f"{base} vs {v} over {len(both)} ({','.join(both)}): median speed {statistics.median(speed):.2f}x "
+              f"(range {min(speed):.2f}-{max(speed):.2f}), median PSNR {base} "
+              f"{statistics.median(float(by[i, base]['psnr']) for i in both):.3f} {v} "
+              f"{statistics.median(float(by[i, v]['psnr']) for i in both):.3f}, median diff "
+              f"{statistics.median(diff.values()):+.3f}, worst {diff[worst]:+.3f} ({worst}); median s "
+              f"{statistics.median(float(by[i, base]['seconds']) for i in both):.1f} vs "
+              f"{statistics.median(float(by[i, v]['seconds']) for i in both):.1f}; commits {', '.join(commits)}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", default="sample")
@@ -136,8 +173,20 @@ def main() -> None:
     parser.add_argument("--seeds", default="0", help="seeds, comma-separated; seed k > 0 is the image 'name@k'")
     parser.add_argument("--repeats", type=int, default=1,
                         help="runs of every (image, variant), interleaved; repeat k > 0 is the image 'name#k'")
+    parser.add_argument("--report", default=None,
+                        help="CSVs (comma-separated; a later file's row replaces an earlier one's): print the first "
+                             "of --variants against the others per image and over the images, run nothing")
+    parser.add_argument("--cpu", default=None, help="with --report: the rows of this CPU (default: this machine's)")
     args = parser.parse_args()
     variants = args.variants.split(",")
+    if args.report:
+        cpu = args.cpu or cpu_name()
+        rows = [r for path in args.report.split(",") for r in csv.DictReader(Path(path).open()) if r["cpu"] == cpu]
+        names = [n for group in args.images.split(",") for n in (["sample"] if group == "sample" else expand(group))]
+        wanted = set(names) if args.images != "sample" or any(r["image"] == "sample" for r in rows) else None
+        rows = [r for r in rows if wanted is None or r["image"].partition("#")[0].partition("@")[0] in wanted]
+        pairs(rows, variants[0], variants[1:])
+        return
     unknown = set(variants) - set(VARIANTS)
     if unknown or (any(v.startswith("old") for v in variants) and args.old is None):
         parser.error(f"variants are {', '.join(VARIANTS)}; 'old' and 'old-float32' need --old" if unknown
