@@ -29,8 +29,8 @@ AMX tiles (the CPU issue 20 was filed on), for its PSNR on a CPU where its ``aut
 seconds are this CPU's float32, not what the older main takes here.
 
 Rows go to ``benchmarks/results/side_by_side.csv`` as each run ends (with the commit of the code that ran
-it and the CPU); a rerun skips rows already there. The summary prints, per variant over the images all
-variants finished, the median seconds and PSNR, the worst image against ``new``, and the ratios.
+it and the CPU); a rerun skips rows already there. At the end it prints the report of ``--report`` on
+this run's rows.
 """
 
 from __future__ import annotations
@@ -106,30 +106,6 @@ def run_one(args, image: str, variant: str) -> dict:
     return {"image": image, "variant": variant, "commit": commit(tree), **json.loads(done.stdout.splitlines()[-1])}
 
 
-def summary(rows: list[dict], variants: list[str]) -> None:
-    by = {(r["image"], r["variant"]): r for r in rows}
-    images = [i for i in dict.fromkeys(r["image"] for r in rows) if all((i, v) in by for v in variants)]
-    if not images:
-        return
-    print(f"\n| image | {' | '.join(f'{v} PSNR | {v} s | {v} steps' for v in variants)} |")
-    print("|---|" + "---|---|---|" * len(variants))
-    for image in images:
-        cells = [f"{float(by[image, v]['psnr']):.2f} | {float(by[image, v]['seconds']):.1f} | {by[image, v]['steps']}"
-                 for v in variants]
-        print(f"| {image} | {' | '.join(cells)} |")
-    base = variants[0]
-    med = {v: (statistics.median(float(by[i, v]["seconds"]) for i in images),
-               statistics.median(float(by[i, v]["psnr"]) for i in images)) for v in variants}
-    print(f"\nOver {len(images)} images ({', '.join(images)}), CPU {rows[0]['cpu']}:")
-    for v in variants:
-        diffs = {i: float(by[i, v]["psnr"]) - float(by[i, base]["psnr"]) for i in images}
-        worst = min(diffs, key=diffs.get)
-        ratios = [float(by[i, v]["seconds"]) / float(by[i, base]["seconds"]) for i in images]
-        print(f"- {v} ({by[images[0], v]['commit']}, {by[images[0], v]['precision']}): median {med[v][0]:.1f} s, "
-              f"median PSNR {med[v][1]:.2f} dB; against {base}: median time ratio {statistics.median(ratios):.2f}x, "
-              f"median PSNR {statistics.median(diffs.values()):+.3f} dB, worst {diffs[worst]:+.3f} ({worst})")
-
-
 def pairs(rows: list[dict], base: str, others: list[str]) -> None:
     """Per image, ``base`` against each of ``others`` (speed: their seconds over ``base``'s; dB: ``base`` minus
     them), then the medians over the images that have both, with the commit of each row."""
@@ -163,9 +139,13 @@ def pairs(rows: list[dict], base: str, others: list[str]) -> None:
               f"{statistics.median(float(by[i, v]['seconds']) for i in both):.1f}; commits {', '.join(commits)}")
 
 
+def image_names(groups: str) -> list[str]:
+    return [n for group in groups.split(",") for n in (["sample"] if group == "sample" else expand(group))]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", default="sample")
+    parser.add_argument("--images", default=None, help="default: sample (with --report: every image in the files)")
     parser.add_argument("--variants", default="new,new-float32,old,reference")
     parser.add_argument("--old", type=Path, default=None, help="an older checkout (for the 'old' variant)")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
@@ -182,9 +162,9 @@ def main() -> None:
     if args.report:
         cpu = args.cpu or cpu_name()
         rows = [r for path in args.report.split(",") for r in csv.DictReader(Path(path).open()) if r["cpu"] == cpu]
-        names = [n for group in args.images.split(",") for n in (["sample"] if group == "sample" else expand(group))]
-        wanted = set(names) if args.images != "sample" or any(r["image"] == "sample" for r in rows) else None
-        rows = [r for r in rows if wanted is None or r["image"].partition("#")[0].partition("@")[0] in wanted]
+        if args.images:
+            wanted = set(image_names(args.images))
+            rows = [r for r in rows if r["image"].partition("#")[0].partition("@")[0] in wanted]
         pairs(rows, variants[0], variants[1:])
         return
     unknown = set(variants) - set(VARIANTS)
@@ -193,7 +173,7 @@ def main() -> None:
                      else "'old' and 'old-float32' need --old")
     cpu = cpu_name()
     rows = list(csv.DictReader(args.out.open())) if args.out.exists() else []
-    names = [n for group in args.images.split(",") for n in (["sample"] if group == "sample" else expand(group))]
+    names = image_names(args.images or "sample")
     seeds = [int(seed) for seed in args.seeds.split(",")]
     seeded = [f"{n}@{seed}" if seed else n for seed in seeds for n in names]
     images = [f"{n}#{k}" if k else n for k in range(args.repeats) for n in seeded]
@@ -205,7 +185,7 @@ def main() -> None:
             append_rows(args.out, FIELDS, [row])
             rows.append(row)
             print(row, flush=True)
-    summary([r for r in rows if r["cpu"] == cpu and r["image"] in images], variants)
+    pairs([r for r in rows if r["cpu"] == cpu and r["image"] in images], variants[0], variants[1:])
 
 
 if __name__ == "__main__":
