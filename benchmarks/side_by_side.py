@@ -113,7 +113,8 @@ def pairs(rows: list[dict], base: str, others: list[str]) -> None:
     images = [i for i in dict.fromkeys(r["image"] for r in rows) if (i, base) in by]
     head = " | ".join(f"{v} PSNR | s | steps" for v in [base, *others])
     ratios = " | ".join(f"faster than {v} | {base} - {v} dB" for v in others)
-    print(f"| image | {head} | {ratios} |\n|---|" + "---|---|---|" * (1 + len(others)) + "---|---|" * len(others))
+    print(f"| image | {' | '.join(filter(None, [head, ratios]))} |\n|---|" + "---|---|---|" * (1 + len(others))
+          + "---|---|" * len(others))
     for image in images:
         cells = [f"{float(by[image, v]['psnr']):.2f} | {float(by[image, v]['seconds']):,.1f} | {by[image, v]['steps']}"
                  if (image, v) in by else " | | " for v in [base, *others]]
