@@ -15,11 +15,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-_HALF = (torch.bfloat16, torch.float16)
-
 
 def _bits_fit(x: torch.Tensor) -> bool:
-    return x.dtype in _HALF and x.device.type == "cpu"
+    return x.dtype in (torch.bfloat16, torch.float16) and x.device.type == "cpu"
 
 
 class _Int16ReLU(torch.autograd.Function):
@@ -31,23 +29,15 @@ class _Int16ReLU(torch.autograd.Function):
         return x
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # autograd hands ``grad`` in the output's dtype
         (output,) = ctx.saved_tensors
-        if grad.dtype != output.dtype:
-            return grad * (output > 0)
         passed = torch.ops.aten.threshold_backward(grad.view(torch.int16), output.view(torch.int16), 0)
         return passed.view(grad.dtype)
 
 
 def relu_(x: torch.Tensor) -> torch.Tensor:
-    """ReLU in place, through the ``int16`` view for 16-bit floats on the CPU (with autograd), else
-    :func:`torch.relu_`."""
-    if not _bits_fit(x):
-        return torch.relu_(x)
-    if torch.is_grad_enabled() and x.requires_grad:
-        return _Int16ReLU.apply(x)
-    x.view(torch.int16).clamp_min_(0)
-    return x
+    """ReLU in place, through the ``int16`` view for 16-bit floats on the CPU, else :func:`torch.relu_`."""
+    return _Int16ReLU.apply(x) if _bits_fit(x) else torch.relu_(x)
 
 
 class ReLU(nn.Module):
